@@ -1,0 +1,41 @@
+//! Wire format of the chat protocol.
+//!
+//! This crate holds the protobuf messages (`pb`, generated from `proto/chat.proto`), the
+//! length-prefixed framing codec (`frame`) and nothing else: no sockets, no runtime. Decoding
+//! either yields a whole frame or says "need more bytes", the way a parser for a network
+//! protocol should, so it can be driven by any I/O loop and fuzzed on its own.
+//! docs/PROTOCOL.md is the normative specification.
+
+pub mod frame;
+
+/// Generated protobuf types of package `chat.v1`.
+#[allow(clippy::all, missing_docs)] // reason: generated code
+pub mod pb {
+    include!(concat!(env!("OUT_DIR"), "/chat.v1.rs"));
+}
+
+pub use frame::{
+    encode_frame, peek_request_id, FrameDecoder, FrameError, DEFAULT_MAX_FRAME_BYTES,
+    LENGTH_PREFIX_BYTES,
+};
+pub use pb::envelope::Body;
+pub use pb::{Envelope, ErrorCode};
+
+/// Builds an envelope; a shorthand used by servers and clients alike.
+pub fn envelope(request_id: u64, body: Body) -> Envelope {
+    Envelope {
+        request_id,
+        body: Some(body),
+    }
+}
+
+/// Builds an error response envelope.
+pub fn error_envelope(request_id: u64, code: ErrorCode, message: impl Into<String>) -> Envelope {
+    envelope(
+        request_id,
+        Body::Error(pb::Error {
+            code: code as i32,
+            message: message.into(),
+        }),
+    )
+}

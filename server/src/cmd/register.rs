@@ -1,0 +1,60 @@
+//! Register: create an account on the shard that owns the username.
+
+use std::rc::Rc;
+
+use chat_protocol::pb::{self, envelope::Body};
+use chat_protocol::ErrorCode;
+use chat_storage::{StorageError, UserRecord};
+use rand::Rng;
+
+use crate::auth;
+use crate::clock::Clock;
+use crate::routing::shard_of_user;
+use crate::runtime;
+use crate::shard::{Reply, Shard};
+
+pub fn run(shard: &Rc<Shard>, reply: Reply, username: String, password: String) {
+    let shard = shard.clone();
+    runtime::spawn(async move {
+        match shard.store.user_id_by_name(&username) {
+            Ok(None) => {}
+            Ok(Some(_)) => return taken(&shard, reply),
+            Err(e) => return shard.internal(reply, &e),
+        }
+        let hash = match runtime::blocking(move || auth::hash_password(&password)).await {
+            Ok(hash) => hash,
+            Err(e) => return shard.internal(reply, &e),
+        };
+        let user_id = match new_user_id(&shard) {
+            Ok(id) => id,
+            Err(e) => return shard.internal(reply, &e),
+        };
+        let record = UserRecord {
+            user_id,
+            username,
+            password_hash: hash,
+            created_us: Clock::now_us(),
+        };
+        // Checked again here: another Register may have taken the name while we hashed.
+        match shard.store.create_user(&record) {
+            Ok(()) => shard.respond(reply, Body::Registered(pb::Registered { user_id })),
+            Err(StorageError::UsernameTaken) => taken(&shard, reply),
+            Err(e) => shard.internal(reply, &e),
+        }
+    });
+}
+
+fn taken(shard: &Rc<Shard>, reply: Reply) {
+    shard.fail(reply, ErrorCode::UsernameTaken, "username is taken");
+}
+
+/// A random unused id that lives on this shard, so the username and the user share a shard.
+fn new_user_id(shard: &Shard) -> Result<u64, StorageError> {
+    let mut rng = rand::thread_rng();
+    loop {
+        let id: u64 = rng.gen();
+        if id != 0 && shard_of_user(id, shard.shards) == shard.id && !shard.store.user_exists(id)? {
+            return Ok(id);
+        }
+    }
+}

@@ -1,0 +1,41 @@
+//! Resume: log in with a session token (reconnect), on the token owner's shard.
+
+use std::rc::Rc;
+
+use chat_protocol::pb::{self, envelope::Body};
+use chat_protocol::ErrorCode;
+
+use super::login::failed;
+use crate::auth;
+use crate::routing::shard_of_user;
+use crate::shard::{Auth, Reply, Shard};
+
+pub fn run(shard: &Rc<Shard>, reply: Reply, token: &[u8]) {
+    let claimed = auth::token_user(token).filter(|&u| shard_of_user(u, shard.shards) == shard.id);
+    let Some(claimed) = claimed else {
+        return failed(shard, reply, ErrorCode::BadCredentials, "unknown token");
+    };
+    match shard.store.token(&auth::token_hash(token)) {
+        Ok(Some(record)) if record.user_id == claimed => {
+            establish(shard, reply, claimed, token.to_vec())
+        }
+        Ok(_) => failed(shard, reply, ErrorCode::BadCredentials, "unknown token"),
+        Err(e) => failed(shard, reply, ErrorCode::Internal, &e.to_string()),
+    }
+}
+
+/// Registers the session on this (the user's) shard and answers LoggedIn, which also marks
+/// the connection authenticated on its own shard.
+pub fn establish(shard: &Rc<Shard>, reply: Reply, user_id: u64, token: Vec<u8>) {
+    let acked_seq = match shard.store.acked(user_id) {
+        Ok(seq) => seq,
+        Err(e) => return failed(shard, reply, ErrorCode::Internal, &e.to_string()),
+    };
+    shard.begin_session(user_id, reply.conn);
+    let body = Body::LoggedIn(pb::LoggedIn {
+        user_id,
+        token: token.into(),
+        acked_seq,
+    });
+    shard.respond_auth(reply, Auth::LoggedIn(user_id), body);
+}

@@ -1,0 +1,67 @@
+//! Sync: (re)start a connection's event stream. Catch up from storage page by page, then
+//! switch the stream to live pushes (see `Shard::on_appended`). Runs on the user's shard.
+
+use std::rc::Rc;
+
+use chat_protocol::envelope;
+use chat_protocol::pb::{self, envelope::Body};
+
+use crate::runtime;
+use crate::shard::{Auth, Reply, Shard, Stream};
+
+/// Events read from storage per step; the task yields between steps.
+const PAGE: usize = 256;
+
+pub fn run(shard: &Rc<Shard>, reply: Reply, user: u64, after_seq: Option<u64>) {
+    let after = match after_seq {
+        Some(seq) => seq,
+        None => match shard.store.acked(user) {
+            Ok(seq) => seq,
+            Err(e) => return shard.internal(reply, &e),
+        },
+    };
+    let Some(generation) = shard.restart_stream(user, reply.conn, after.saturating_add(1)) else {
+        return shard.internal(reply, &"sync on a connection without a session");
+    };
+    runtime::spawn(catch_up(shard.clone(), reply, user, generation));
+}
+
+async fn catch_up(shard: Rc<Shard>, reply: Reply, user: u64, generation: u64) {
+    loop {
+        // Stop if the connection closed or a newer Sync took over.
+        let Some(mut stream) = shard.stream(user, reply.conn, generation) else {
+            return;
+        };
+        let events = match shard.store.read_inbox(user, stream.next_seq - 1, PAGE) {
+            Ok(events) => events,
+            Err(e) => return shard.internal(reply, &e),
+        };
+        let caught_up = events.len() < PAGE;
+        if let Some(last) = events.last() {
+            stream.next_seq = last.seq + 1;
+        }
+        for event in events {
+            let env = envelope(0, Body::Event(event));
+            shard.to_conn(reply.conn, Auth::Unchanged, env);
+        }
+        if caught_up {
+            // Nothing is stored between the read above and here (one thread), so the
+            // stream is exactly at the head: from now on appends push it directly.
+            shard.set_stream(
+                user,
+                reply.conn,
+                Stream {
+                    live: true,
+                    ..stream
+                },
+            );
+            let head_seq = stream
+                .next_seq
+                .saturating_sub(1)
+                .max(shard.store.inbox_head(user).unwrap_or(0));
+            return shard.respond(reply, Body::SyncDone(pb::SyncDone { head_seq }));
+        }
+        shard.set_stream(user, reply.conn, stream);
+        runtime::yield_now().await;
+    }
+}

@@ -1,0 +1,132 @@
+//! Server configuration: a TOML file with documented defaults, overridden by CLI flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Every option of `chatd`. Each field's default is what `chatd` uses with no file and no flag.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where shard databases (`shard-N/`) and generated TLS files (`tls/`) live.
+    pub data_dir: PathBuf,
+    /// TLS listen address; every shard binds it with SO_REUSEPORT.
+    pub listen: SocketAddr,
+    /// Number of shards (executors); 0 means one per available core.
+    pub shards: usize,
+    /// Pin each shard's executor to its own core. Tests turn this off.
+    pub pin_cores: bool,
+    /// PEM certificate chain; with `tls_key`. When unset, a dev CA and certificate are
+    /// generated under `data_dir/tls/` on first start.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Largest accepted frame body in bytes.
+    pub max_frame_bytes: usize,
+    /// Largest accepted message text in bytes (UTF-8).
+    pub max_text_bytes: usize,
+    /// `wal`: acked writes survive a process crash; `fsync`: they survive power loss.
+    pub durability: DurabilityMode,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DurabilityMode {
+    #[default]
+    Wal,
+    Fsync,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 7443)),
+            shards: 0,
+            pin_cores: true,
+            tls_cert: None,
+            tls_key: None,
+            max_frame_bytes: chat_protocol::DEFAULT_MAX_FRAME_BYTES,
+            max_text_bytes: 64 * 1024,
+            durability: DurabilityMode::Wal,
+        }
+    }
+}
+
+/// Largest shard count the locked-memory budget of one process allows (glommio needs
+/// 512 KiB of it per executor and the limit here is 8 MiB).
+pub const MAX_SHARDS: usize = 16;
+
+impl Config {
+    /// Reads a TOML file; missing keys take their defaults.
+    pub fn from_file(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("invalid config {}: {e}", path.display()))
+    }
+
+    /// The shard count after resolving 0 to the number of cores.
+    pub fn shard_count(&self) -> usize {
+        if self.shards == 0 {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+                .min(MAX_SHARDS)
+        } else {
+            self.shards
+        }
+    }
+
+    /// Checks values that serde cannot.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.shard_count() <= MAX_SHARDS,
+            "shards = {} exceeds the maximum of {MAX_SHARDS}",
+            self.shards
+        );
+        anyhow::ensure!(
+            self.tls_cert.is_some() == self.tls_key.is_some(),
+            "tls_cert and tls_key must be set together"
+        );
+        anyhow::ensure!(
+            (64..=64 << 20).contains(&self.max_frame_bytes),
+            "max_frame_bytes must be between 64 B and 64 MiB"
+        );
+        anyhow::ensure!(
+            self.max_text_bytes > 0 && self.max_text_bytes + 1024 <= self.max_frame_bytes,
+            "max_text_bytes must be positive and at least 1 KiB below max_frame_bytes"
+        );
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // reason: test code
+    use super::*;
+
+    #[test]
+    fn file_values_override_defaults_and_unknown_keys_are_rejected() {
+        let cfg: Config = toml::from_str("shards = 3\ndurability = \"fsync\"").unwrap();
+        assert_eq!(cfg.shards, 3);
+        assert_eq!(cfg.durability, DurabilityMode::Fsync);
+        assert_eq!(cfg.max_text_bytes, 64 * 1024);
+        assert!(toml::from_str::<Config>("shardz = 3").is_err());
+    }
+
+    #[test]
+    fn validate_rejects_inconsistent_values() {
+        assert!(Config::default().validate().is_ok());
+        let cfg = Config {
+            tls_cert: Some("a.pem".into()),
+            ..Config::default()
+        };
+        assert!(cfg.validate().is_err());
+        let cfg = Config {
+            shards: 64,
+            ..Config::default()
+        };
+        assert!(cfg.validate().is_err());
+    }
+}

@@ -1,0 +1,109 @@
+//! `chatd`: the chat server. Configuration comes from embedded defaults, then `--config`
+//! (TOML), then flags. See docs/OPERATIONS.md.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+
+use clap::Parser;
+
+use chat_server::config::DurabilityMode;
+use chat_server::Config;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// The chat server: thread-per-core shards serving the chat protocol over TLS 1.3.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// TOML configuration file; flags override its values.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Directory for shard databases and generated TLS files [default: ./data]
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address to serve TLS on [default: 127.0.0.1:7443]
+    #[arg(long, value_name = "HOST:PORT")]
+    listen: Option<std::net::SocketAddr>,
+    /// Number of shards (one executor each); 0 = one per core [default: 0]
+    #[arg(long)]
+    shards: Option<usize>,
+    /// Do not pin shards to cores.
+    #[arg(long)]
+    no_pin: bool,
+    /// PEM certificate chain (with --tls-key); default: a generated dev certificate
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// When a send counts as durable [default: wal]
+    #[arg(long, value_enum)]
+    durability: Option<DurabilityMode>,
+    /// Log filter, e.g. `info` or `chat_server=debug` [env: RUST_LOG; default: info]
+    #[arg(long, value_name = "FILTER")]
+    log: Option<String>,
+    /// Validate the configuration, print it, and exit.
+    #[arg(long)]
+    check_config: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let filter = args
+        .log
+        .clone()
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .unwrap_or_else(|| "info".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .init();
+
+    let mut config = match &args.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    if let Some(v) = args.data_dir {
+        config.data_dir = v;
+    }
+    if let Some(v) = args.listen {
+        config.listen = v;
+    }
+    if let Some(v) = args.shards {
+        config.shards = v;
+    }
+    if args.no_pin {
+        config.pin_cores = false;
+    }
+    if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
+        config.tls_cert = Some(cert);
+        config.tls_key = Some(key);
+    }
+    if let Some(v) = args.durability {
+        config.durability = v;
+    }
+    config.validate()?;
+    if args.check_config {
+        println!("configuration is valid:\n{config:#?}");
+        return Ok(());
+    }
+
+    let server = chat_server::start(config)?;
+    if let Some(ca) = server.ca_path() {
+        println!(
+            "chatd listening on {} (development CA: {})",
+            server.local_addr(),
+            ca.display()
+        );
+    } else {
+        println!("chatd listening on {}", server.local_addr());
+    }
+    let stop = server.stop_flag();
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
+    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
+    server.wait();
+    if stop.load(Ordering::SeqCst) {
+        tracing::info!("stopped cleanly");
+    }
+    Ok(())
+}

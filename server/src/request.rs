@@ -1,0 +1,236 @@
+//! Requests as validated domain values: the only place that looks inside prost's `Body`.
+//!
+//! Everything past this module can rely on the invariants checked here (names normalized,
+//! text non-empty and within limits, ids nonzero).
+
+use chat_protocol::pb::{self, envelope::Body};
+use chat_protocol::ErrorCode;
+
+use crate::auth;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Request {
+    Register {
+        username: String,
+        password: String,
+    },
+    Login {
+        username: String,
+        password: String,
+    },
+    Resume {
+        token: Vec<u8>,
+    },
+    Lookup {
+        username: String,
+    },
+    Send(Send),
+    Sync {
+        after_seq: Option<u64>,
+    },
+    Ack {
+        up_to_seq: u64,
+    },
+    History {
+        with_user_id: u64,
+        before_us: u64,
+        limit: usize,
+    },
+    Ping {
+        nonce: u64,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Send {
+    pub to_user_id: u64,
+    pub client_msg_id: u64,
+    pub text: String,
+}
+
+/// A request that failed validation: the code and message the client gets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejected(pub ErrorCode, pub String);
+
+pub const DEFAULT_HISTORY_LIMIT: usize = 50;
+pub const MAX_HISTORY_LIMIT: usize = 200;
+
+impl Request {
+    /// Validates a client envelope body. `max_text_bytes` is the configured text limit.
+    pub fn parse(body: Body, max_text_bytes: usize) -> Result<Self, Rejected> {
+        Ok(match body {
+            Body::Register(r) => Request::Register {
+                username: username(&r.username)?,
+                password: password(r.password)?,
+            },
+            // A malformed name cannot exist; report it as bad credentials, not as a hint.
+            Body::Login(r) => Request::Login {
+                username: auth::normalize_username(&r.username).unwrap_or_default(),
+                password: r.password,
+            },
+            Body::Resume(r) => Request::Resume {
+                token: r.token.to_vec(),
+            },
+            Body::LookupUser(r) => Request::Lookup {
+                username: auth::normalize_username(&r.username).unwrap_or_default(),
+            },
+            Body::SendMessage(m) => Request::Send(send(m, max_text_bytes)?),
+            Body::Sync(s) => Request::Sync {
+                after_seq: s.after_seq,
+            },
+            Body::Ack(a) => Request::Ack {
+                up_to_seq: a.up_to_seq,
+            },
+            Body::GetMessages(g) => Request::History {
+                with_user_id: g.with_user_id,
+                before_us: g.before_timestamp_us,
+                limit: match g.limit as usize {
+                    0 => DEFAULT_HISTORY_LIMIT,
+                    n => n.min(MAX_HISTORY_LIMIT),
+                },
+            },
+            Body::Ping(p) => Request::Ping { nonce: p.nonce },
+            other => {
+                return Err(Rejected(
+                    ErrorCode::UnexpectedMessage,
+                    format!("{} is a server-to-client message", body_name(&other)),
+                ))
+            }
+        })
+    }
+
+    /// Requests allowed before the connection is authenticated.
+    pub fn allowed_unauthenticated(&self) -> bool {
+        matches!(
+            self,
+            Request::Register { .. }
+                | Request::Login { .. }
+                | Request::Resume { .. }
+                | Request::Ping { .. }
+        )
+    }
+
+    /// Requests that authenticate (or create an account) and so make no sense once logged in.
+    pub fn is_login(&self) -> bool {
+        matches!(
+            self,
+            Request::Register { .. } | Request::Login { .. } | Request::Resume { .. }
+        )
+    }
+}
+
+fn username(name: &str) -> Result<String, Rejected> {
+    auth::normalize_username(name).ok_or_else(|| {
+        Rejected(
+            ErrorCode::InvalidArgument,
+            "username must be 3-32 characters of a-z 0-9 _ . - starting with a letter or digit"
+                .into(),
+        )
+    })
+}
+
+fn password(pw: String) -> Result<String, Rejected> {
+    if auth::PASSWORD_BYTES.contains(&pw.len()) {
+        Ok(pw)
+    } else {
+        Err(Rejected(
+            ErrorCode::InvalidArgument,
+            "password must be 8-256 bytes".into(),
+        ))
+    }
+}
+
+fn send(m: pb::SendMessage, max_text_bytes: usize) -> Result<Send, Rejected> {
+    let invalid = |msg: &str| Err(Rejected(ErrorCode::InvalidArgument, msg.into()));
+    if m.text.is_empty() {
+        return invalid("text is empty");
+    }
+    if m.text.len() > max_text_bytes {
+        return Err(Rejected(
+            ErrorCode::TextTooLong,
+            format!(
+                "text is {} bytes; the limit is {max_text_bytes}",
+                m.text.len()
+            ),
+        ));
+    }
+    if m.client_msg_id == 0 {
+        return invalid("client_msg_id must be nonzero");
+    }
+    if m.to_user_id == 0 {
+        return invalid("to_user_id must be nonzero");
+    }
+    Ok(Send {
+        to_user_id: m.to_user_id,
+        client_msg_id: m.client_msg_id,
+        text: m.text,
+    })
+}
+
+fn body_name(body: &Body) -> &'static str {
+    match body {
+        Body::Error(_) => "Error",
+        Body::Registered(_) => "Registered",
+        Body::LoggedIn(_) => "LoggedIn",
+        Body::UserFound(_) => "UserFound",
+        Body::SendAck(_) => "SendAck",
+        Body::SyncDone(_) => "SyncDone",
+        Body::Acked(_) => "Acked",
+        Body::Messages(_) => "Messages",
+        Body::Pong(_) => "Pong",
+        Body::Event(_) => "Event",
+        _ => "request",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send_body(text: &str, id: u64) -> Body {
+        Body::SendMessage(pb::SendMessage {
+            to_user_id: 2,
+            client_msg_id: id,
+            text: text.into(),
+        })
+    }
+
+    #[test]
+    fn send_limits_map_to_codes() {
+        assert!(Request::parse(send_body("hi", 1), 4).is_ok());
+        let code = |r: Result<Request, Rejected>| r.err().map(|e| e.0);
+        assert_eq!(
+            code(Request::parse(send_body("hello", 1), 4)),
+            Some(ErrorCode::TextTooLong)
+        );
+        assert_eq!(
+            code(Request::parse(send_body("", 1), 4)),
+            Some(ErrorCode::InvalidArgument)
+        );
+        assert_eq!(
+            code(Request::parse(send_body("hi", 0), 4)),
+            Some(ErrorCode::InvalidArgument)
+        );
+        let pong = Body::Pong(pb::Pong { nonce: 1 });
+        assert_eq!(
+            code(Request::parse(pong, 4)),
+            Some(ErrorCode::UnexpectedMessage)
+        );
+    }
+
+    #[test]
+    fn history_limit_defaults_and_clamps() {
+        let get = |limit| {
+            Request::parse(
+                Body::GetMessages(pb::GetMessages {
+                    with_user_id: 1,
+                    before_timestamp_us: 0,
+                    limit,
+                }),
+                10,
+            )
+        };
+        assert!(matches!(get(0), Ok(Request::History { limit: 50, .. })));
+        assert!(matches!(get(5000), Ok(Request::History { limit: 200, .. })));
+    }
+}

@@ -1,0 +1,336 @@
+//! The runtime: one glommio executor per shard, the channel mesh between them, and the
+//! listeners. This module and `conn.rs` are the only ones that know glommio.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use anyhow::Context;
+use chat_storage::{Durability, Store};
+use futures_rustls::TlsAcceptor;
+use glommio::channels::shared_channel::{self, SharedReceiver, SharedSender};
+use glommio::net::TcpListener;
+use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
+
+use crate::config::{Config, DurabilityMode};
+use crate::shard::{Limits, Shard, ShardMsg};
+
+type Batch = Vec<ShardMsg>;
+
+/// Capacity, in batches, of each shard-to-shard channel.
+const MESH_CAPACITY: usize = 1024;
+/// How often an idle shard checks for shutdown.
+const STOP_POLL: Duration = Duration::from_millis(20);
+
+/// Spawns a detached task on the current shard.
+pub fn spawn(fut: impl Future<Output = ()> + 'static) {
+    glommio::spawn_local(fut).detach();
+}
+
+/// Spawns a task on the current shard and returns a future of its output.
+pub fn spawn_handle<T: 'static>(fut: impl Future<Output = T> + 'static) -> impl Future<Output = T> {
+    glommio::spawn_local(fut)
+}
+
+/// Runs blocking work (password hashing) on the executor's thread pool, off the event loop.
+pub async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+    glommio::executor().spawn_blocking(f).await
+}
+
+pub async fn yield_now() {
+    glommio::yield_if_needed().await;
+}
+
+/// A running server. Dropping it without [`ServerHandle::shutdown`] leaves it running
+/// until the process exits.
+pub struct ServerHandle {
+    addr: SocketAddr,
+    ca: Option<PathBuf>,
+    stop: Arc<AtomicBool>,
+    shards: Vec<ExecutorJoinHandle<()>>,
+}
+
+impl std::fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("addr", &self.addr)
+            .finish()
+    }
+}
+
+impl ServerHandle {
+    /// The address clients connect to (the real port when configured with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The generated development CA, when no certificate was configured.
+    pub fn ca_path(&self) -> Option<&std::path::Path> {
+        self.ca.as_deref()
+    }
+
+    /// A flag that stops the server when set (for signal handlers).
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
+    /// Stops accepting, closes connections, flushes and closes every shard's database.
+    pub fn shutdown(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.wait();
+    }
+
+    /// Blocks until the server stops (after the stop flag is set).
+    pub fn wait(self) {
+        for shard in self.shards {
+            let _ = shard.join();
+        }
+    }
+}
+
+/// Everything one shard's thread is handed at start.
+struct ShardSeed {
+    id: usize,
+    shards: usize,
+    listener: RawFd,
+    to_peers: Vec<Option<SharedSender<Batch>>>,
+    from_peers: Vec<Option<SharedReceiver<Batch>>>,
+    tls: TlsAcceptor,
+    dir: PathBuf,
+    durability: Durability,
+    limits: Limits,
+    stop: Arc<AtomicBool>,
+    ready: mpsc::Sender<anyhow::Result<()>>,
+}
+
+/// Starts the server; returns once every shard is accepting connections.
+pub fn start(config: Config) -> anyhow::Result<ServerHandle> {
+    config.validate()?;
+    let shards = config.shard_count();
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    check_layout(&config, shards)?;
+    let (tls, ca) = crate::tls::server_config(&config)?;
+    let (addr, listeners) = bind_listeners(config.listen, shards)?;
+
+    // One bounded channel per ordered pair of shards.
+    let mut to_peers: Vec<Vec<Option<SharedSender<Batch>>>> = (0..shards)
+        .map(|_| (0..shards).map(|_| None).collect())
+        .collect();
+    let mut from_peers: Vec<Vec<Option<SharedReceiver<Batch>>>> = (0..shards)
+        .map(|_| (0..shards).map(|_| None).collect())
+        .collect();
+    for from in 0..shards {
+        for to in 0..shards {
+            if from != to {
+                let (tx, rx) = shared_channel::new_bounded(MESH_CAPACITY);
+                to_peers[from][to] = Some(tx);
+                from_peers[to][from] = Some(rx);
+            }
+        }
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let limits = Limits {
+        max_frame_bytes: config.max_frame_bytes,
+        max_text_bytes: config.max_text_bytes,
+    };
+    let durability = match config.durability {
+        DurabilityMode::Wal => Durability::Wal,
+        DurabilityMode::Fsync => Durability::Fsync,
+    };
+    let mut handles = Vec::with_capacity(shards);
+    let seeds = listeners
+        .into_iter()
+        .zip(to_peers)
+        .zip(from_peers)
+        .enumerate();
+    for (id, ((listener, to_peers), from_peers)) in seeds {
+        let seed = ShardSeed {
+            id,
+            shards,
+            listener,
+            to_peers,
+            from_peers,
+            tls: TlsAcceptor::from(tls.clone()),
+            dir: config.data_dir.join(format!("shard-{id}")),
+            durability,
+            limits,
+            stop: stop.clone(),
+            ready: ready_tx.clone(),
+        };
+        let placement = if config.pin_cores {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            Placement::Fixed(id % cores)
+        } else {
+            Placement::Unbound
+        };
+        let handle = LocalExecutorBuilder::new(placement)
+            .name(&format!("shard-{id}"))
+            .spawn(move || run_shard(seed))
+            .map_err(|e| anyhow::anyhow!("starting shard {id}: {e}"))?;
+        handles.push(handle);
+    }
+    drop(ready_tx);
+    let server = ServerHandle {
+        addr,
+        ca,
+        stop,
+        shards: handles,
+    };
+    for _ in 0..shards {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                server.shutdown();
+                return Err(e);
+            }
+            Err(_) => {
+                server.shutdown();
+                anyhow::bail!("a shard exited during start-up");
+            }
+        }
+    }
+    tracing::info!(%addr, shards, "chatd is serving");
+    Ok(server)
+}
+
+/// Refuses a data directory created with another shard count: data placement depends on it.
+fn check_layout(config: &Config, shards: usize) -> anyhow::Result<()> {
+    for entry in std::fs::read_dir(&config.data_dir)? {
+        let name = entry?.file_name();
+        let index = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("shard-"))
+            .and_then(|n| n.parse::<usize>().ok());
+        if let Some(index) = index {
+            anyhow::ensure!(
+                index < shards,
+                "{} holds data of shard {index}, but the server is configured with {shards} shards; \
+                 start it with the shard count it was created with",
+                config.data_dir.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Binds one SO_REUSEPORT listener per shard on the same address; the kernel spreads
+/// incoming connections over them.
+fn bind_listeners(addr: SocketAddr, shards: usize) -> anyhow::Result<(SocketAddr, Vec<RawFd>)> {
+    use socket2::{Domain, Socket, Type};
+    let mut bound = addr;
+    let mut fds = Vec::with_capacity(shards);
+    for _ in 0..shards {
+        let socket = Socket::new(Domain::for_address(bound), Type::STREAM, None)?;
+        socket.set_reuse_port(true)?;
+        socket.set_reuse_address(true)?;
+        socket
+            .bind(&bound.into())
+            .with_context(|| format!("binding {bound}"))?;
+        socket.listen(1024)?;
+        if let Some(real) = socket.local_addr()?.as_socket() {
+            // Port 0: the first bind picks the port; the others join it.
+            bound = real;
+        }
+        fds.push(socket.into_raw_fd());
+    }
+    Ok((bound, fds))
+}
+
+async fn run_shard(seed: ShardSeed) {
+    // SAFETY: the fd came from `into_raw_fd` in `bind_listeners` and is owned by this shard only.
+    let listener = unsafe { TcpListener::from_raw_fd(seed.listener) };
+    let store = match open_store(&seed) {
+        Ok(store) => store,
+        Err(e) => {
+            let _ = seed.ready.send(Err(e));
+            return;
+        }
+    };
+    let shard = Rc::new(Shard::new(seed.id, seed.shards, store, seed.limits));
+
+    // Connect both ends of every channel concurrently: each connect waits for its peer.
+    let senders: Vec<_> = seed
+        .to_peers
+        .into_iter()
+        .map(|tx| tx.map(|tx| glommio::spawn_local(tx.connect())))
+        .collect();
+    let receivers: Vec<_> = seed
+        .from_peers
+        .into_iter()
+        .map(|rx| rx.map(|rx| glommio::spawn_local(rx.connect())))
+        .collect();
+    for (peer, tx) in senders.into_iter().enumerate() {
+        let Some(tx) = tx else { continue };
+        let tx = tx.await;
+        let shard = shard.clone();
+        spawn(async move {
+            loop {
+                let batch = shard.next_outbound_batch(peer).await;
+                if tx.send(batch).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    for rx in receivers.into_iter().flatten() {
+        let rx = rx.await;
+        let shard = shard.clone();
+        spawn(async move {
+            while let Some(batch) = rx.recv().await {
+                for msg in batch {
+                    shard.handle(msg);
+                }
+            }
+        });
+    }
+
+    let acceptor = seed.tls;
+    let accepting = shard.clone();
+    spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok(tcp) => spawn(crate::conn::serve(accepting.clone(), tcp, acceptor.clone())),
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    glommio::timer::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    });
+    let _ = seed.ready.send(Ok(()));
+
+    while !seed.stop.load(Ordering::SeqCst) {
+        glommio::timer::sleep(STOP_POLL).await;
+    }
+    shard.close_all_conns();
+    // Give writers a moment to send the goodbye frames.
+    glommio::timer::sleep(Duration::from_millis(50)).await;
+    if let Err(e) = shard.store.flush() {
+        tracing::error!(shard = seed.id, "flush on shutdown failed: {e}");
+    }
+    tracing::info!(shard = seed.id, "shard stopped");
+}
+
+fn open_store(seed: &ShardSeed) -> anyhow::Result<Store> {
+    let store = Store::open(&seed.dir, seed.durability)
+        .with_context(|| format!("opening {}", seed.dir.display()))?;
+    let shards = seed.shards.to_string();
+    match store.meta("shards")? {
+        None => store.set_meta("shards", shards.as_bytes())?,
+        Some(v) if v == shards.as_bytes() => {}
+        Some(v) => anyhow::bail!(
+            "{} was created for {} shards, not {shards}",
+            seed.dir.display(),
+            String::from_utf8_lossy(&v)
+        ),
+    }
+    Ok(store)
+}

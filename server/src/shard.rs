@@ -1,0 +1,399 @@
+//! One shard's state and its message handling.
+//!
+//! A shard owns a RocksDB [`Store`], the connections accepted on it, and the sessions of the
+//! users that live on it (`routing::shard_of_user`). Shards share nothing; they exchange
+//! [`ShardMsg`]s, batched per destination. Everything here runs on the shard's own thread,
+//! hence `Rc`/`RefCell` and no locks.
+//!
+//! Connections stay on the shard that accepted them and are proxied: a request is routed to
+//! the shard that owns the data it touches, and responses and pushes come back as
+//! [`ShardMsg::ToConn`]. Why proxying rather than moving the socket after login: see
+//! docs/OPERATIONS.md ("Connections and shards").
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use chat_protocol::pb::{self, envelope::Body};
+use chat_protocol::{envelope, error_envelope, Envelope, ErrorCode};
+use chat_storage::Store;
+
+use crate::clock::Clock;
+use crate::cmd;
+use crate::request::Request;
+use crate::routing::{shard_of_user, shard_of_username};
+use crate::signal::{OutQueue, Signal};
+
+/// A connection, named by the shard it lives on and its id there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnRef {
+    pub shard: usize,
+    pub id: u64,
+}
+
+/// Where a response goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reply {
+    pub conn: ConnRef,
+    pub request_id: u64,
+}
+
+/// What a response does to the connection's authentication state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    Unchanged,
+    LoggedIn(u64),
+    LoginFailed,
+}
+
+/// Messages between shards. Sent in batches (`Vec<ShardMsg>`) per destination.
+#[derive(Debug)]
+pub enum ShardMsg {
+    /// A validated request from a connection, for the shard that owns its data.
+    Request {
+        reply: Reply,
+        user: Option<u64>,
+        req: Request,
+    },
+    /// A frame for a connection on the destination shard.
+    ToConn {
+        conn: ConnRef,
+        auth: Auth,
+        env: Envelope,
+    },
+    /// The recipient's shard stored a message; the sender's shard records it and acks.
+    Stored {
+        reply: Reply,
+        msg: pb::Message,
+        duplicate: bool,
+    },
+    /// A connection of a user that lives on the destination shard went away.
+    SessionClosed { user: u64, conn: ConnRef },
+}
+
+/// Limits applied to client input.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_frame_bytes: usize,
+    pub max_text_bytes: usize,
+}
+
+/// A connection accepted on this shard.
+#[derive(Debug, Default)]
+pub struct ConnEntry {
+    pub out: OutQueue,
+    pub user: Cell<Option<u64>>,
+    pub login_pending: Cell<bool>,
+}
+
+/// The event stream of one synced connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Stream {
+    /// Next seq this connection must receive.
+    pub next_seq: u64,
+    /// Caught up: new events are pushed as they are stored.
+    pub live: bool,
+    /// Bumped by every Sync, so a superseded catch-up task stops.
+    pub generation: u64,
+}
+
+/// A logged-in connection of a user who lives on this shard.
+#[derive(Debug)]
+pub struct Session {
+    pub conn: ConnRef,
+    pub stream: Option<Stream>,
+}
+
+pub struct Shard {
+    pub id: usize,
+    pub shards: usize,
+    pub store: Store,
+    pub clock: Clock,
+    pub limits: Limits,
+    conns: RefCell<HashMap<u64, Rc<ConnEntry>>>,
+    next_conn_id: Cell<u64>,
+    sessions: RefCell<HashMap<u64, Vec<Session>>>,
+    next_generation: Cell<u64>,
+    outboxes: Vec<RefCell<Vec<ShardMsg>>>,
+    outbox_ready: Vec<Signal>,
+}
+
+impl Shard {
+    pub fn new(id: usize, shards: usize, store: Store, limits: Limits) -> Self {
+        Self {
+            id,
+            shards,
+            store,
+            clock: Clock::new(id, shards),
+            limits,
+            conns: RefCell::default(),
+            next_conn_id: Cell::new(1),
+            sessions: RefCell::default(),
+            next_generation: Cell::new(1),
+            outboxes: (0..shards).map(|_| RefCell::default()).collect(),
+            outbox_ready: (0..shards).map(|_| Signal::default()).collect(),
+        }
+    }
+
+    // ---- cross-shard plumbing ----
+
+    /// Delivers `msg` to shard `dest`: handled right away when it is this shard, otherwise
+    /// queued for that shard's batch. Queue order is delivery order.
+    pub fn dispatch(self: &Rc<Self>, dest: usize, msg: ShardMsg) {
+        if dest == self.id {
+            self.handle(msg);
+        } else {
+            self.outboxes[dest].borrow_mut().push(msg);
+            self.outbox_ready[dest].raise();
+        }
+    }
+
+    /// Waits for, then takes, everything queued for shard `dest`.
+    pub async fn next_outbound_batch(&self, dest: usize) -> Vec<ShardMsg> {
+        loop {
+            let batch = std::mem::take(&mut *self.outboxes[dest].borrow_mut());
+            if !batch.is_empty() {
+                return batch;
+            }
+            self.outbox_ready[dest].wait().await;
+        }
+    }
+
+    pub fn handle(self: &Rc<Self>, msg: ShardMsg) {
+        match msg {
+            ShardMsg::Request { reply, user, req } => cmd::execute(self, reply, user, req),
+            ShardMsg::ToConn { conn, auth, env } => self.deliver_local(conn.id, auth, &env),
+            ShardMsg::Stored {
+                reply,
+                msg,
+                duplicate,
+            } => cmd::send::stored(self, reply, msg, duplicate),
+            ShardMsg::SessionClosed { user, conn } => self.end_session(user, conn),
+        }
+    }
+
+    // ---- connections on this shard ----
+
+    pub fn open_conn(&self) -> (ConnRef, Rc<ConnEntry>) {
+        let id = self.next_conn_id.get();
+        self.next_conn_id.set(id + 1);
+        let entry = Rc::new(ConnEntry::default());
+        self.conns.borrow_mut().insert(id, entry.clone());
+        (ConnRef { shard: self.id, id }, entry)
+    }
+
+    pub fn close_conn(self: &Rc<Self>, conn: ConnRef) {
+        let entry = self.conns.borrow_mut().remove(&conn.id);
+        if let Some(user) = entry.and_then(|e| e.user.get()) {
+            self.dispatch(
+                shard_of_user(user, self.shards),
+                ShardMsg::SessionClosed { user, conn },
+            );
+        }
+    }
+
+    /// Closes every connection of this shard (shutdown), telling clients why.
+    pub fn close_all_conns(&self) {
+        for entry in self.conns.borrow().values() {
+            entry.out.push(&error_envelope(
+                0,
+                ErrorCode::Unavailable,
+                "server is shutting down",
+            ));
+            entry.out.close();
+        }
+    }
+
+    fn deliver_local(self: &Rc<Self>, conn_id: u64, auth: Auth, env: &Envelope) {
+        let entry = self.conns.borrow().get(&conn_id).cloned();
+        let Some(entry) = entry else {
+            // The connection closed while its login was in flight: undo the session.
+            if let Auth::LoggedIn(user) = auth {
+                let conn = ConnRef {
+                    shard: self.id,
+                    id: conn_id,
+                };
+                self.dispatch(
+                    shard_of_user(user, self.shards),
+                    ShardMsg::SessionClosed { user, conn },
+                );
+            }
+            return;
+        };
+        match auth {
+            Auth::Unchanged => {}
+            Auth::LoggedIn(user) => {
+                entry.user.set(Some(user));
+                entry.login_pending.set(false);
+            }
+            Auth::LoginFailed => entry.login_pending.set(false),
+        }
+        entry.out.push(env);
+    }
+
+    /// Sends a frame to a connection on any shard.
+    pub fn to_conn(self: &Rc<Self>, conn: ConnRef, auth: Auth, env: Envelope) {
+        if conn.shard == self.id {
+            self.deliver_local(conn.id, auth, &env);
+        } else {
+            self.dispatch(conn.shard, ShardMsg::ToConn { conn, auth, env });
+        }
+    }
+
+    pub fn respond(self: &Rc<Self>, reply: Reply, body: Body) {
+        self.to_conn(
+            reply.conn,
+            Auth::Unchanged,
+            envelope(reply.request_id, body),
+        );
+    }
+
+    pub fn respond_auth(self: &Rc<Self>, reply: Reply, auth: Auth, body: Body) {
+        self.to_conn(reply.conn, auth, envelope(reply.request_id, body));
+    }
+
+    pub fn fail(self: &Rc<Self>, reply: Reply, code: ErrorCode, message: impl Into<String>) {
+        let env = error_envelope(reply.request_id, code, message);
+        self.to_conn(reply.conn, Auth::Unchanged, env);
+    }
+
+    pub fn internal(self: &Rc<Self>, reply: Reply, err: &dyn std::fmt::Display) {
+        tracing::error!(shard = self.id, "internal error: {err}");
+        self.fail(reply, ErrorCode::Internal, "internal server error");
+    }
+
+    /// Entry point for a decoded frame from a connection of this shard: gatekeeping
+    /// (authentication state) here, then routing to the shard that owns the data.
+    pub fn submit(self: &Rc<Self>, reply: Reply, entry: &ConnEntry, req: Request) {
+        let user = entry.user.get();
+        if req.is_login() && (user.is_some() || entry.login_pending.get()) {
+            let msg = "this connection is already authenticated";
+            entry.out.push(&error_envelope(
+                reply.request_id,
+                ErrorCode::AlreadyAuthenticated,
+                msg,
+            ));
+            return;
+        }
+        let dest = match (&req, user) {
+            (Request::Ping { nonce }, _) => {
+                let pong = Body::Pong(pb::Pong { nonce: *nonce });
+                entry.out.push(&envelope(reply.request_id, pong));
+                return;
+            }
+            (Request::Register { username, .. } | Request::Login { username, .. }, _) => {
+                shard_of_username(username, self.shards)
+            }
+            (Request::Resume { token }, _) => crate::auth::token_user(token)
+                .map(|u| shard_of_user(u, self.shards))
+                .unwrap_or(self.id),
+            (_, None) => {
+                let msg = "log in (Login or Resume) first";
+                entry.out.push(&error_envelope(
+                    reply.request_id,
+                    ErrorCode::Unauthenticated,
+                    msg,
+                ));
+                return;
+            }
+            (Request::Lookup { username }, Some(_)) => shard_of_username(username, self.shards),
+            (Request::Send(send), Some(_)) => shard_of_user(send.to_user_id, self.shards),
+            (Request::Sync { .. } | Request::Ack { .. } | Request::History { .. }, Some(me)) => {
+                shard_of_user(me, self.shards)
+            }
+        };
+        if matches!(req, Request::Login { .. } | Request::Resume { .. }) {
+            entry.login_pending.set(true);
+        }
+        self.dispatch(dest, ShardMsg::Request { reply, user, req });
+    }
+
+    // ---- sessions of users living on this shard ----
+
+    pub fn begin_session(&self, user: u64, conn: ConnRef) {
+        self.sessions
+            .borrow_mut()
+            .entry(user)
+            .or_default()
+            .push(Session { conn, stream: None });
+    }
+
+    fn end_session(&self, user: u64, conn: ConnRef) {
+        let mut sessions = self.sessions.borrow_mut();
+        if let Some(list) = sessions.get_mut(&user) {
+            list.retain(|s| s.conn != conn);
+            if list.is_empty() {
+                sessions.remove(&user);
+            }
+        }
+    }
+
+    /// Restarts the stream of `conn` at `next_seq`; returns its new generation, or `None`
+    /// when the connection has no session here (it closed).
+    pub fn restart_stream(&self, user: u64, conn: ConnRef, next_seq: u64) -> Option<u64> {
+        let generation = self.next_generation.get();
+        self.next_generation.set(generation + 1);
+        let mut sessions = self.sessions.borrow_mut();
+        let session = sessions
+            .get_mut(&user)?
+            .iter_mut()
+            .find(|s| s.conn == conn)?;
+        session.stream = Some(Stream {
+            next_seq,
+            live: false,
+            generation,
+        });
+        Some(generation)
+    }
+
+    /// The stream of `conn` if it is still the one of `generation`.
+    pub fn stream(&self, user: u64, conn: ConnRef, generation: u64) -> Option<Stream> {
+        let sessions = self.sessions.borrow();
+        let stream = sessions
+            .get(&user)?
+            .iter()
+            .find(|s| s.conn == conn)?
+            .stream?;
+        (stream.generation == generation).then_some(stream)
+    }
+
+    pub fn set_stream(&self, user: u64, conn: ConnRef, stream: Stream) {
+        let mut sessions = self.sessions.borrow_mut();
+        let found = sessions
+            .get_mut(&user)
+            .and_then(|list| list.iter_mut().find(|s| s.conn == conn));
+        if let Some(session) = found {
+            session.stream = Some(stream);
+        }
+    }
+
+    /// A new event was stored in `user`'s inbox: push it to every live stream that is
+    /// exactly at that seq. A stream that is behind is being caught up from storage and
+    /// will read it there.
+    pub fn on_appended(self: &Rc<Self>, user: u64, event: &pb::Event) {
+        let mut pushes = Vec::new();
+        {
+            let mut sessions = self.sessions.borrow_mut();
+            let Some(list) = sessions.get_mut(&user) else {
+                return;
+            };
+            for session in list.iter_mut() {
+                let Some(stream) = session.stream.as_mut() else {
+                    continue;
+                };
+                if stream.live && stream.next_seq == event.seq {
+                    stream.next_seq += 1;
+                    pushes.push(session.conn);
+                }
+            }
+        }
+        for conn in pushes {
+            let env = envelope(0, Body::Event(event.clone()));
+            self.to_conn(conn, Auth::Unchanged, env);
+        }
+    }
+
+    pub fn online_sessions(&self, user: u64) -> usize {
+        self.sessions.borrow().get(&user).map_or(0, Vec::len)
+    }
+}

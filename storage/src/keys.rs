@@ -1,0 +1,42 @@
+//! Key encoding for every column family, in one place.
+//!
+//! Keys are fixed-width big-endian so that RocksDB's bytewise order is numeric order:
+//! iterating `inbox` for one user walks seqs ascending, and `history` walks timestamps.
+
+pub const ID: usize = 8;
+
+pub fn user(user_id: u64) -> [u8; ID] {
+    user_id.to_be_bytes()
+}
+
+/// inbox: user_id | seq
+pub fn inbox(user_id: u64, seq: u64) -> [u8; 16] {
+    pair(user_id, seq)
+}
+
+/// history: owner | peer | timestamp_us (timestamps are unique per server)
+pub fn history(owner: u64, peer: u64, timestamp_us: u64) -> [u8; 24] {
+    let mut k = [0u8; 24];
+    k[..8].copy_from_slice(&owner.to_be_bytes());
+    k[8..16].copy_from_slice(&peer.to_be_bytes());
+    k[16..].copy_from_slice(&timestamp_us.to_be_bytes());
+    k
+}
+
+/// idempotency: recipient | sender | client_msg_id
+pub fn idempotency(recipient: u64, sender: u64, client_msg_id: u64) -> [u8; 24] {
+    history(recipient, sender, client_msg_id)
+}
+
+fn pair(a: u64, b: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&a.to_be_bytes());
+    k[8..].copy_from_slice(&b.to_be_bytes());
+    k
+}
+
+/// Reads the big-endian u64 at `at` in `key`, if the key is long enough.
+pub fn u64_at(key: &[u8], at: usize) -> Option<u64> {
+    let bytes: [u8; 8] = key.get(at..at + 8)?.try_into().ok()?;
+    Some(u64::from_be_bytes(bytes))
+}

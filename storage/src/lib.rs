@@ -1,0 +1,440 @@
+//! Per-shard storage on RocksDB.
+//!
+//! One [`Store`] is one RocksDB instance owned by one shard. It offers typed operations
+//! (create a user, append to an inbox, page history, ...) over column families whose keys are
+//! built in [`keys`]. It knows nothing of networking or of the runtime: calls are synchronous
+//! and a `Store` is meant to be used from the single thread of the shard that owns it.
+//!
+//! Writes that belong together (an inbox entry, its history entry and its idempotency record)
+//! go in one `WriteBatch`, so a crash leaves all or none of them.
+
+pub mod keys;
+pub mod records;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::Path;
+
+use chat_protocol::pb::{self, event};
+use prost::Message as _;
+use rocksdb::{
+    ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Direction, IteratorMode, Options,
+    WriteBatch, WriteOptions, DB,
+};
+
+pub use records::{SendRecord, TokenRecord, UserRecord};
+
+const CF_USERS: &str = "users";
+const CF_USERNAMES: &str = "usernames";
+const CF_TOKENS: &str = "tokens";
+const CF_INBOX: &str = "inbox";
+const CF_CURSORS: &str = "cursors";
+const CF_HISTORY: &str = "history";
+const CF_IDEMPOTENCY: &str = "idempotency";
+const CF_META: &str = "meta";
+const ALL_CFS: [&str; 8] = [
+    CF_USERS,
+    CF_USERNAMES,
+    CF_TOKENS,
+    CF_INBOX,
+    CF_CURSORS,
+    CF_HISTORY,
+    CF_IDEMPOTENCY,
+    CF_META,
+];
+
+/// Errors from the storage layer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    #[error("rocksdb: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    #[error("corrupt record in {cf}: {reason}")]
+    Corrupt { cf: &'static str, reason: String },
+    #[error("username is taken")]
+    UsernameTaken,
+    #[error("sequence for user {0} is exhausted")]
+    SeqExhausted(u64),
+}
+
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// When a write counts as done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Written to the write-ahead log (the OS has it): survives a process crash.
+    #[default]
+    Wal,
+    /// The write-ahead log is fsynced: survives power loss.
+    Fsync,
+}
+
+/// Result of appending a message to its recipient's inbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub seq: u64,
+    pub timestamp_us: u64,
+    /// The (sender, client_msg_id) was already stored; nothing was written.
+    pub duplicate: bool,
+}
+
+/// One page of a conversation's history, oldest first.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct HistoryPage {
+    pub messages: Vec<pb::Message>,
+    /// Older messages exist before `messages[0]`.
+    pub more: bool,
+}
+
+/// One shard's RocksDB instance.
+pub struct Store {
+    db: DB,
+    write_opts: WriteOptions,
+    /// Cache of each user's last inbox seq, so appends don't read the disk for it.
+    heads: RefCell<HashMap<u64, u64>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.db.path())
+            .finish()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir`.
+    pub fn open(dir: &Path, durability: Durability) -> Result<Self> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_compression_type(DBCompressionType::Lz4);
+        // Shards already run one per core; RocksDB's own flush/compaction threads stay few.
+        opts.set_max_background_jobs(2);
+        let cfs = ALL_CFS.iter().map(|name| {
+            let mut cf = Options::default();
+            cf.set_compression_type(DBCompressionType::Lz4);
+            ColumnFamilyDescriptor::new(*name, cf)
+        });
+        let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
+        let mut write_opts = WriteOptions::default();
+        write_opts.set_sync(durability == Durability::Fsync);
+        Ok(Self {
+            db,
+            write_opts,
+            heads: RefCell::new(HashMap::new()),
+        })
+    }
+
+    fn cf(&self, name: &'static str) -> &ColumnFamily {
+        // Every name in ALL_CFS is opened in `open`, so this cannot fail.
+        #[allow(clippy::expect_used)]
+        self.db
+            .cf_handle(name)
+            .expect("column family opened in Store::open")
+    }
+
+    fn get<M: prost::Message + Default>(&self, cf: &'static str, key: &[u8]) -> Result<Option<M>> {
+        match self.db.get_pinned_cf(self.cf(cf), key)? {
+            None => Ok(None),
+            Some(bytes) => decode(cf, &bytes).map(Some),
+        }
+    }
+
+    /// Flushes memtables and the WAL to disk (used on graceful shutdown).
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush_wal(true)?;
+        for cf in ALL_CFS {
+            self.db.flush_cf(self.cf(cf))?;
+        }
+        Ok(())
+    }
+
+    // ---- metadata ----
+
+    pub fn meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.db.get_cf(self.cf(CF_META), key.as_bytes())?)
+    }
+
+    pub fn set_meta(&self, key: &str, value: &[u8]) -> Result<()> {
+        self.db
+            .put_cf_opt(self.cf(CF_META), key.as_bytes(), value, &self.write_opts)?;
+        Ok(())
+    }
+
+    // ---- users ----
+
+    /// Creates a user. `user.username` must already be normalized; it must be unique.
+    pub fn create_user(&self, user: &UserRecord) -> Result<()> {
+        if self.user_id_by_name(&user.username)?.is_some() {
+            return Err(StorageError::UsernameTaken);
+        }
+        let mut batch = WriteBatch::default();
+        batch.put_cf(
+            self.cf(CF_USERNAMES),
+            user.username.as_bytes(),
+            keys::user(user.user_id),
+        );
+        batch.put_cf(
+            self.cf(CF_USERS),
+            keys::user(user.user_id),
+            user.encode_to_vec(),
+        );
+        self.db.write_opt(batch, &self.write_opts)?;
+        Ok(())
+    }
+
+    pub fn user_id_by_name(&self, username: &str) -> Result<Option<u64>> {
+        match self
+            .db
+            .get_pinned_cf(self.cf(CF_USERNAMES), username.as_bytes())?
+        {
+            None => Ok(None),
+            Some(v) => keys::u64_at(&v, 0)
+                .map(Some)
+                .ok_or_else(|| corrupt(CF_USERNAMES, "user id is not 8 bytes")),
+        }
+    }
+
+    pub fn user(&self, user_id: u64) -> Result<Option<UserRecord>> {
+        self.get(CF_USERS, &keys::user(user_id))
+    }
+
+    pub fn user_exists(&self, user_id: u64) -> Result<bool> {
+        Ok(self
+            .db
+            .get_pinned_cf(self.cf(CF_USERS), keys::user(user_id))?
+            .is_some())
+    }
+
+    // ---- tokens ----
+
+    /// Stores a session token by its hash (the token itself is never stored).
+    pub fn put_token(&self, token_hash: &[u8; 32], record: &TokenRecord) -> Result<()> {
+        self.db.put_cf_opt(
+            self.cf(CF_TOKENS),
+            token_hash,
+            record.encode_to_vec(),
+            &self.write_opts,
+        )?;
+        Ok(())
+    }
+
+    pub fn token(&self, token_hash: &[u8; 32]) -> Result<Option<TokenRecord>> {
+        self.get(CF_TOKENS, token_hash)
+    }
+
+    // ---- inbox ----
+
+    /// The highest seq in `user_id`'s inbox (0 when empty).
+    pub fn inbox_head(&self, user_id: u64) -> Result<u64> {
+        if let Some(&head) = self.heads.borrow().get(&user_id) {
+            return Ok(head);
+        }
+        let end = keys::inbox(user_id, u64::MAX);
+        let mut iter = self.db.iterator_cf(
+            self.cf(CF_INBOX),
+            IteratorMode::From(&end, Direction::Reverse),
+        );
+        let head = match iter.next().transpose()? {
+            Some((key, _)) if keys::u64_at(&key, 0) == Some(user_id) => {
+                keys::u64_at(&key, 8).ok_or_else(|| corrupt(CF_INBOX, "short key"))?
+            }
+            _ => 0,
+        };
+        self.heads.borrow_mut().insert(user_id, head);
+        Ok(head)
+    }
+
+    /// Where an earlier send with this (sender, client_msg_id) to `recipient` was stored.
+    pub fn find_send(
+        &self,
+        recipient: u64,
+        sender: u64,
+        client_msg_id: u64,
+    ) -> Result<Option<SendRecord>> {
+        self.get(
+            CF_IDEMPOTENCY,
+            &keys::idempotency(recipient, sender, client_msg_id),
+        )
+    }
+
+    /// Stores an incoming 1:1 message for `msg.to_user_id`: appends it to the recipient's
+    /// inbox with the next seq, indexes it in the recipient's history and records the
+    /// (sender, client_msg_id) so a retry is stored once. All in one batch.
+    ///
+    /// `msg.seq` is ignored and assigned here; `msg.timestamp_us` must be set by the caller.
+    /// On a duplicate nothing is written and the original seq and timestamp are returned.
+    pub fn append_message(&self, msg: &pb::Message) -> Result<(Appended, pb::Message)> {
+        let (to, from) = (msg.to_user_id, msg.from_user_id);
+        if let Some(prev) = self.find_send(to, from, msg.client_msg_id)? {
+            let appended = Appended {
+                seq: prev.seq,
+                timestamp_us: prev.timestamp_us,
+                duplicate: true,
+            };
+            let stored = pb::Message {
+                seq: prev.seq,
+                timestamp_us: prev.timestamp_us,
+                ..msg.clone()
+            };
+            return Ok((appended, stored));
+        }
+        let seq = self
+            .inbox_head(to)?
+            .checked_add(1)
+            .ok_or(StorageError::SeqExhausted(to))?;
+        let stored = pb::Message { seq, ..msg.clone() };
+        let event = pb::Event {
+            seq,
+            kind: Some(event::Kind::Message(stored.clone())),
+        };
+        let record = SendRecord {
+            seq,
+            timestamp_us: msg.timestamp_us,
+        };
+        let mut batch = WriteBatch::default();
+        batch.put_cf(
+            self.cf(CF_INBOX),
+            keys::inbox(to, seq),
+            event.encode_to_vec(),
+        );
+        batch.put_cf(
+            self.cf(CF_HISTORY),
+            keys::history(to, from, msg.timestamp_us),
+            stored.encode_to_vec(),
+        );
+        batch.put_cf(
+            self.cf(CF_IDEMPOTENCY),
+            keys::idempotency(to, from, msg.client_msg_id),
+            record.encode_to_vec(),
+        );
+        self.db.write_opt(batch, &self.write_opts)?;
+        self.heads.borrow_mut().insert(to, seq);
+        let appended = Appended {
+            seq,
+            timestamp_us: msg.timestamp_us,
+            duplicate: false,
+        };
+        Ok((appended, stored))
+    }
+
+    /// Records a message the owner sent in the owner's own history (sender side copy).
+    /// Idempotent: the key is (sender, recipient, timestamp), so a retry overwrites itself.
+    pub fn record_sent(&self, msg: &pb::Message) -> Result<()> {
+        self.db.put_cf_opt(
+            self.cf(CF_HISTORY),
+            keys::history(msg.from_user_id, msg.to_user_id, msg.timestamp_us),
+            msg.encode_to_vec(),
+            &self.write_opts,
+        )?;
+        Ok(())
+    }
+
+    /// Up to `limit` inbox events of `user_id` with seq > `after_seq`, in seq order.
+    pub fn read_inbox(&self, user_id: u64, after_seq: u64, limit: usize) -> Result<Vec<pb::Event>> {
+        let Some(first) = after_seq.checked_add(1) else {
+            return Ok(Vec::new());
+        };
+        let start = keys::inbox(user_id, first);
+        let iter = self.db.iterator_cf(
+            self.cf(CF_INBOX),
+            IteratorMode::From(&start, Direction::Forward),
+        );
+        let mut out = Vec::new();
+        for item in iter {
+            if out.len() >= limit {
+                break;
+            }
+            let (key, value) = item?;
+            if keys::u64_at(&key, 0) != Some(user_id) {
+                break;
+            }
+            out.push(decode(CF_INBOX, &value)?);
+        }
+        Ok(out)
+    }
+
+    /// The user's acknowledged cursor (0 when never acked).
+    pub fn acked(&self, user_id: u64) -> Result<u64> {
+        match self
+            .db
+            .get_pinned_cf(self.cf(CF_CURSORS), keys::user(user_id))?
+        {
+            None => Ok(0),
+            Some(v) => {
+                keys::u64_at(&v, 0).ok_or_else(|| corrupt(CF_CURSORS, "cursor is not 8 bytes"))
+            }
+        }
+    }
+
+    /// Moves the acknowledged cursor forward to `seq` (never backwards); returns the cursor.
+    pub fn ack(&self, user_id: u64, seq: u64) -> Result<u64> {
+        let current = self.acked(user_id)?;
+        if seq <= current {
+            return Ok(current);
+        }
+        self.db.put_cf_opt(
+            self.cf(CF_CURSORS),
+            keys::user(user_id),
+            seq.to_be_bytes(),
+            &self.write_opts,
+        )?;
+        Ok(seq)
+    }
+
+    // ---- history ----
+
+    /// Up to `limit` messages between `owner` and `peer` with timestamp < `before_us`
+    /// (0 = no bound), oldest first.
+    pub fn history(
+        &self,
+        owner: u64,
+        peer: u64,
+        before_us: u64,
+        limit: usize,
+    ) -> Result<HistoryPage> {
+        let bound = if before_us == 0 {
+            u64::MAX
+        } else {
+            before_us - 1
+        };
+        if before_us == 1 || limit == 0 {
+            return Ok(HistoryPage::default());
+        }
+        let start = keys::history(owner, peer, bound);
+        let iter = self.db.iterator_cf(
+            self.cf(CF_HISTORY),
+            IteratorMode::From(&start, Direction::Reverse),
+        );
+        let mut messages = Vec::with_capacity(limit.min(256));
+        let mut more = false;
+        for item in iter {
+            let (key, value) = item?;
+            if keys::u64_at(&key, 0) != Some(owner) || keys::u64_at(&key, 8) != Some(peer) {
+                break;
+            }
+            if messages.len() == limit {
+                more = true;
+                break;
+            }
+            messages.push(decode(CF_HISTORY, &value)?);
+        }
+        messages.reverse();
+        Ok(HistoryPage { messages, more })
+    }
+}
+
+fn decode<M: prost::Message + Default>(cf: &'static str, bytes: &[u8]) -> Result<M> {
+    M::decode(bytes).map_err(|e| corrupt(cf, &e.to_string()))
+}
+
+fn corrupt(cf: &'static str, reason: &str) -> StorageError {
+    StorageError::Corrupt {
+        cf,
+        reason: reason.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests;
