@@ -93,7 +93,11 @@ pub async fn serve(shard: Rc<Shard>, tcp: TcpStream, acceptor: TlsAcceptor) {
         if entry.out.is_closed() {
             break;
         }
-        match reader.read(&mut chunk).await {
+        let read = futures_lite::future::or(reader.read(&mut chunk), async {
+            entry.stop.wait().await;
+            Ok(0)
+        });
+        match read.await {
             Ok(0) | Err(_) => break,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }

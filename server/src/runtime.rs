@@ -267,34 +267,36 @@ async fn run_shard(seed: ShardSeed) {
         .into_iter()
         .map(|rx| rx.map(|rx| glommio::spawn_local(rx.connect())))
         .collect();
+    // Long-lived tasks are kept (not detached) so that dropping them at shutdown cancels them.
+    let mut services = Vec::new();
     for (peer, tx) in senders.into_iter().enumerate() {
         let Some(tx) = tx else { continue };
         let tx = tx.await;
         let shard = shard.clone();
-        spawn(async move {
+        services.push(glommio::spawn_local(async move {
             loop {
                 let batch = shard.next_outbound_batch(peer).await;
                 if tx.send(batch).await.is_err() {
                     return;
                 }
             }
-        });
+        }));
     }
     for rx in receivers.into_iter().flatten() {
         let rx = rx.await;
         let shard = shard.clone();
-        spawn(async move {
+        services.push(glommio::spawn_local(async move {
             while let Some(batch) = rx.recv().await {
                 for msg in batch {
                     shard.handle(msg);
                 }
             }
-        });
+        }));
     }
 
     let acceptor = seed.tls;
     let accepting = shard.clone();
-    spawn(async move {
+    services.push(glommio::spawn_local(async move {
         loop {
             match listener.accept().await {
                 Ok(tcp) => spawn(crate::conn::serve(accepting.clone(), tcp, acceptor.clone())),
@@ -304,16 +306,23 @@ async fn run_shard(seed: ShardSeed) {
                 }
             }
         }
-    });
+    }));
     let _ = seed.ready.send(Ok(()));
 
     while !seed.stop.load(Ordering::SeqCst) {
         glommio::timer::sleep(STOP_POLL).await;
     }
     shard.close_all_conns();
-    // Give writers a moment to send the goodbye frames.
-    glommio::timer::sleep(Duration::from_millis(50)).await;
-    if let Err(e) = shard.store.flush() {
+    // Let connections send their goodbye frame and finish, for a bounded time.
+    for _ in 0..50 {
+        if shard.open_conns() == 0 {
+            break;
+        }
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+    drop(services);
+    // Close the database now: a task that still holds the shard must not keep it open.
+    if let Err(e) = shard.store.close() {
         tracing::error!(shard = seed.id, "flush on shutdown failed: {e}");
     }
     tracing::info!(shard = seed.id, "shard stopped");

@@ -82,6 +82,8 @@ pub struct Limits {
 #[derive(Debug, Default)]
 pub struct ConnEntry {
     pub out: OutQueue,
+    /// Raised at shutdown: the reader stops waiting for the peer.
+    pub stop: Signal,
     pub user: Cell<Option<u64>>,
     pub login_pending: Cell<bool>,
 }
@@ -201,7 +203,12 @@ impl Shard {
                 "server is shutting down",
             ));
             entry.out.close();
+            entry.stop.raise();
         }
+    }
+
+    pub fn open_conns(&self) -> usize {
+        self.conns.borrow().len()
     }
 
     fn deliver_local(self: &Rc<Self>, conn_id: u64, auth: Auth, env: &Envelope) {

@@ -11,7 +11,7 @@
 pub mod keys;
 pub mod records;
 
-use std::cell::RefCell;
+use std::cell::{Ref, RefCell};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -53,6 +53,8 @@ pub enum StorageError {
     Corrupt { cf: &'static str, reason: String },
     #[error("username is taken")]
     UsernameTaken,
+    #[error("the store is closed")]
+    Closed,
     #[error("sequence for user {0} is exhausted")]
     SeqExhausted(u64),
 }
@@ -88,7 +90,8 @@ pub struct HistoryPage {
 
 /// One shard's RocksDB instance.
 pub struct Store {
-    db: DB,
+    /// `None` once closed: closing must not wait for every holder of the store to go away.
+    db: RefCell<Option<DB>>,
     write_opts: WriteOptions,
     /// Cache of each user's last inbox seq, so appends don't read the disk for it.
     heads: RefCell<HashMap<u64, u64>>,
@@ -96,9 +99,8 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store")
-            .field("path", &self.db.path())
-            .finish()
+        let path = self.db.borrow().as_ref().map(|db| db.path().to_path_buf());
+        f.debug_struct("Store").field("path", &path).finish()
     }
 }
 
@@ -120,45 +122,59 @@ impl Store {
         let mut write_opts = WriteOptions::default();
         write_opts.set_sync(durability == Durability::Fsync);
         Ok(Self {
-            db,
+            db: RefCell::new(Some(db)),
             write_opts,
             heads: RefCell::new(HashMap::new()),
         })
     }
 
-    fn cf(&self, name: &'static str) -> &ColumnFamily {
-        // Every name in ALL_CFS is opened in `open`, so this cannot fail.
-        #[allow(clippy::expect_used)]
-        self.db
-            .cf_handle(name)
-            .expect("column family opened in Store::open")
+    fn db(&self) -> Result<Ref<'_, DB>> {
+        Ref::filter_map(self.db.borrow(), Option::as_ref).map_err(|_| StorageError::Closed)
     }
 
     fn get<M: prost::Message + Default>(&self, cf: &'static str, key: &[u8]) -> Result<Option<M>> {
-        match self.db.get_pinned_cf(self.cf(cf), key)? {
+        let db = self.db()?;
+        let value = db.get_pinned_cf(cf_handle(&db, cf), key)?;
+        let result = match value {
             None => Ok(None),
             Some(bytes) => decode(cf, &bytes).map(Some),
-        }
+        };
+        result
     }
 
-    /// Flushes memtables and the WAL to disk (used on graceful shutdown).
+    /// Flushes memtables and the WAL to disk.
     pub fn flush(&self) -> Result<()> {
-        self.db.flush_wal(true)?;
+        let db = self.db()?;
+        db.flush_wal(true)?;
         for cf in ALL_CFS {
-            self.db.flush_cf(self.cf(cf))?;
+            db.flush_cf(cf_handle(&db, cf))?;
         }
         Ok(())
+    }
+
+    /// Flushes and closes the database now, even while others still hold the `Store`;
+    /// later calls fail with `Closed`.
+    pub fn close(&self) -> Result<()> {
+        let flushed = self.flush();
+        drop(self.db.borrow_mut().take());
+        flushed
     }
 
     // ---- metadata ----
 
     pub fn meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        Ok(self.db.get_cf(self.cf(CF_META), key.as_bytes())?)
+        let db = self.db()?;
+        Ok(db.get_cf(cf_handle(&db, CF_META), key.as_bytes())?)
     }
 
     pub fn set_meta(&self, key: &str, value: &[u8]) -> Result<()> {
-        self.db
-            .put_cf_opt(self.cf(CF_META), key.as_bytes(), value, &self.write_opts)?;
+        let db = self.db()?;
+        db.put_cf_opt(
+            cf_handle(&db, CF_META),
+            key.as_bytes(),
+            value,
+            &self.write_opts,
+        )?;
         Ok(())
     }
 
@@ -166,34 +182,35 @@ impl Store {
 
     /// Creates a user. `user.username` must already be normalized; it must be unique.
     pub fn create_user(&self, user: &UserRecord) -> Result<()> {
+        let db = self.db()?;
         if self.user_id_by_name(&user.username)?.is_some() {
             return Err(StorageError::UsernameTaken);
         }
         let mut batch = WriteBatch::default();
         batch.put_cf(
-            self.cf(CF_USERNAMES),
+            cf_handle(&db, CF_USERNAMES),
             user.username.as_bytes(),
             keys::user(user.user_id),
         );
         batch.put_cf(
-            self.cf(CF_USERS),
+            cf_handle(&db, CF_USERS),
             keys::user(user.user_id),
             user.encode_to_vec(),
         );
-        self.db.write_opt(batch, &self.write_opts)?;
+        db.write_opt(batch, &self.write_opts)?;
         Ok(())
     }
 
     pub fn user_id_by_name(&self, username: &str) -> Result<Option<u64>> {
-        match self
-            .db
-            .get_pinned_cf(self.cf(CF_USERNAMES), username.as_bytes())?
-        {
+        let db = self.db()?;
+        let value = db.get_pinned_cf(cf_handle(&db, CF_USERNAMES), username.as_bytes())?;
+        let result = match value {
             None => Ok(None),
             Some(v) => keys::u64_at(&v, 0)
                 .map(Some)
                 .ok_or_else(|| corrupt(CF_USERNAMES, "user id is not 8 bytes")),
-        }
+        };
+        result
     }
 
     pub fn user(&self, user_id: u64) -> Result<Option<UserRecord>> {
@@ -201,18 +218,20 @@ impl Store {
     }
 
     pub fn user_exists(&self, user_id: u64) -> Result<bool> {
-        Ok(self
-            .db
-            .get_pinned_cf(self.cf(CF_USERS), keys::user(user_id))?
-            .is_some())
+        let db = self.db()?;
+        let exists = db
+            .get_pinned_cf(cf_handle(&db, CF_USERS), keys::user(user_id))?
+            .is_some();
+        Ok(exists)
     }
 
     // ---- tokens ----
 
     /// Stores a session token by its hash (the token itself is never stored).
     pub fn put_token(&self, token_hash: &[u8; 32], record: &TokenRecord) -> Result<()> {
-        self.db.put_cf_opt(
-            self.cf(CF_TOKENS),
+        let db = self.db()?;
+        db.put_cf_opt(
+            cf_handle(&db, CF_TOKENS),
             token_hash,
             record.encode_to_vec(),
             &self.write_opts,
@@ -228,12 +247,13 @@ impl Store {
 
     /// The highest seq in `user_id`'s inbox (0 when empty).
     pub fn inbox_head(&self, user_id: u64) -> Result<u64> {
+        let db = self.db()?;
         if let Some(&head) = self.heads.borrow().get(&user_id) {
             return Ok(head);
         }
         let end = keys::inbox(user_id, u64::MAX);
-        let mut iter = self.db.iterator_cf(
-            self.cf(CF_INBOX),
+        let mut iter = db.iterator_cf(
+            cf_handle(&db, CF_INBOX),
             IteratorMode::From(&end, Direction::Reverse),
         );
         let head = match iter.next().transpose()? {
@@ -266,6 +286,7 @@ impl Store {
     /// `msg.seq` is ignored and assigned here; `msg.timestamp_us` must be set by the caller.
     /// On a duplicate nothing is written and the original seq and timestamp are returned.
     pub fn append_message(&self, msg: &pb::Message) -> Result<(Appended, pb::Message)> {
+        let db = self.db()?;
         let (to, from) = (msg.to_user_id, msg.from_user_id);
         if let Some(prev) = self.find_send(to, from, msg.client_msg_id)? {
             let appended = Appended {
@@ -295,21 +316,21 @@ impl Store {
         };
         let mut batch = WriteBatch::default();
         batch.put_cf(
-            self.cf(CF_INBOX),
+            cf_handle(&db, CF_INBOX),
             keys::inbox(to, seq),
             event.encode_to_vec(),
         );
         batch.put_cf(
-            self.cf(CF_HISTORY),
+            cf_handle(&db, CF_HISTORY),
             keys::history(to, from, msg.timestamp_us),
             stored.encode_to_vec(),
         );
         batch.put_cf(
-            self.cf(CF_IDEMPOTENCY),
+            cf_handle(&db, CF_IDEMPOTENCY),
             keys::idempotency(to, from, msg.client_msg_id),
             record.encode_to_vec(),
         );
-        self.db.write_opt(batch, &self.write_opts)?;
+        db.write_opt(batch, &self.write_opts)?;
         self.heads.borrow_mut().insert(to, seq);
         let appended = Appended {
             seq,
@@ -322,8 +343,9 @@ impl Store {
     /// Records a message the owner sent in the owner's own history (sender side copy).
     /// Idempotent: the key is (sender, recipient, timestamp), so a retry overwrites itself.
     pub fn record_sent(&self, msg: &pb::Message) -> Result<()> {
-        self.db.put_cf_opt(
-            self.cf(CF_HISTORY),
+        let db = self.db()?;
+        db.put_cf_opt(
+            cf_handle(&db, CF_HISTORY),
             keys::history(msg.from_user_id, msg.to_user_id, msg.timestamp_us),
             msg.encode_to_vec(),
             &self.write_opts,
@@ -333,12 +355,13 @@ impl Store {
 
     /// Up to `limit` inbox events of `user_id` with seq > `after_seq`, in seq order.
     pub fn read_inbox(&self, user_id: u64, after_seq: u64, limit: usize) -> Result<Vec<pb::Event>> {
+        let db = self.db()?;
         let Some(first) = after_seq.checked_add(1) else {
             return Ok(Vec::new());
         };
         let start = keys::inbox(user_id, first);
-        let iter = self.db.iterator_cf(
-            self.cf(CF_INBOX),
+        let iter = db.iterator_cf(
+            cf_handle(&db, CF_INBOX),
             IteratorMode::From(&start, Direction::Forward),
         );
         let mut out = Vec::new();
@@ -357,25 +380,26 @@ impl Store {
 
     /// The user's acknowledged cursor (0 when never acked).
     pub fn acked(&self, user_id: u64) -> Result<u64> {
-        match self
-            .db
-            .get_pinned_cf(self.cf(CF_CURSORS), keys::user(user_id))?
-        {
+        let db = self.db()?;
+        let value = db.get_pinned_cf(cf_handle(&db, CF_CURSORS), keys::user(user_id))?;
+        let result = match value {
             None => Ok(0),
             Some(v) => {
                 keys::u64_at(&v, 0).ok_or_else(|| corrupt(CF_CURSORS, "cursor is not 8 bytes"))
             }
-        }
+        };
+        result
     }
 
     /// Moves the acknowledged cursor forward to `seq` (never backwards); returns the cursor.
     pub fn ack(&self, user_id: u64, seq: u64) -> Result<u64> {
+        let db = self.db()?;
         let current = self.acked(user_id)?;
         if seq <= current {
             return Ok(current);
         }
-        self.db.put_cf_opt(
-            self.cf(CF_CURSORS),
+        db.put_cf_opt(
+            cf_handle(&db, CF_CURSORS),
             keys::user(user_id),
             seq.to_be_bytes(),
             &self.write_opts,
@@ -394,6 +418,7 @@ impl Store {
         before_us: u64,
         limit: usize,
     ) -> Result<HistoryPage> {
+        let db = self.db()?;
         let bound = if before_us == 0 {
             u64::MAX
         } else {
@@ -403,8 +428,8 @@ impl Store {
             return Ok(HistoryPage::default());
         }
         let start = keys::history(owner, peer, bound);
-        let iter = self.db.iterator_cf(
-            self.cf(CF_HISTORY),
+        let iter = db.iterator_cf(
+            cf_handle(&db, CF_HISTORY),
             IteratorMode::From(&start, Direction::Reverse),
         );
         let mut messages = Vec::with_capacity(limit.min(256));
@@ -423,6 +448,13 @@ impl Store {
         messages.reverse();
         Ok(HistoryPage { messages, more })
     }
+}
+
+fn cf_handle<'a>(db: &'a DB, name: &'static str) -> &'a ColumnFamily {
+    // Every name in ALL_CFS is opened in `Store::open`, so this cannot fail.
+    #[allow(clippy::expect_used)]
+    db.cf_handle(name)
+        .expect("column family opened in Store::open")
 }
 
 fn decode<M: prost::Message + Default>(cf: &'static str, bytes: &[u8]) -> Result<M> {

@@ -1,0 +1,424 @@
+//! One TLS connection to chatd.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use chat_protocol::pb::{self, envelope::Body};
+use chat_protocol::{encode_frame, envelope, FrameDecoder};
+use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, RootCertStore};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+
+use crate::error::{ClientError, Result};
+
+/// Frames the client accepts from the server (pushes can carry large texts).
+const MAX_FRAME_BYTES: usize = 16 << 20;
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+type Pending = Arc<Mutex<HashMap<u64, Sender<pb::Envelope>>>>;
+
+/// A blocking, thread-safe connection. Requests may be issued from several threads at
+/// once (they are pipelined); pushes arrive on [`Connection::events`].
+pub struct Connection {
+    tls: Arc<Mutex<ClientConnection>>,
+    socket: TcpStream,
+    pending: Pending,
+    closed: Arc<AtomicBool>,
+    closed_rx: Receiver<()>,
+    next_id: AtomicU64,
+    events: Receiver<pb::Event>,
+    unsolicited: Receiver<pb::Envelope>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("peer", &self.socket.peer_addr().ok())
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panicking holder cannot leave these structures half-updated in a harmful way.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn tls_err(e: impl std::fmt::Display) -> ClientError {
+    ClientError::Tls(e.to_string())
+}
+
+impl Connection {
+    /// Connects to `addr` (`HOST:PORT`) over TLS 1.3, trusting only the CA in `ca_pem`.
+    /// The certificate must be valid for HOST.
+    pub fn connect(addr: &str, ca_pem: &Path) -> Result<Connection> {
+        let host = addr
+            .rsplit_once(':')
+            .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']'))
+            .ok_or_else(|| ClientError::Protocol(format!("address {addr} is not HOST:PORT")))?;
+        let mut roots = RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(ca_pem).map_err(tls_err)? {
+            roots.add(cert.map_err(tls_err)?).map_err(tls_err)?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(tls_err)?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = ServerName::try_from(host.to_string()).map_err(tls_err)?;
+        let mut tls = ClientConnection::new(Arc::new(config), name).map_err(tls_err)?;
+        let mut socket = TcpStream::connect(addr)?;
+        socket.set_nodelay(true)?;
+        while tls.is_handshaking() {
+            tls.complete_io(&mut socket)?;
+        }
+        let tls = Arc::new(Mutex::new(tls));
+        let pending: Pending = Arc::default();
+        let closed = Arc::new(AtomicBool::new(false));
+        let (events_tx, events) = unbounded();
+        let (unsolicited_tx, unsolicited) = unbounded();
+        let (closed_tx, closed_rx) = bounded(0);
+        let reader = Reader {
+            tls: tls.clone(),
+            socket: socket.try_clone()?,
+            pending: pending.clone(),
+            closed: closed.clone(),
+            events: events_tx,
+            unsolicited: unsolicited_tx,
+            _closed_tx: closed_tx,
+        };
+        std::thread::Builder::new()
+            .name("chat-client-reader".into())
+            .spawn(move || reader.run())?;
+        Ok(Connection {
+            tls,
+            socket,
+            pending,
+            closed,
+            closed_rx,
+            next_id: AtomicU64::new(1),
+            events,
+            unsolicited,
+            timeout: DEFAULT_TIMEOUT,
+        })
+    }
+
+    /// How long a request waits for its response (default 30 s).
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
+    /// Writes plaintext bytes over TLS as they are (tests use it to send broken frames).
+    pub fn send_raw(&self, bytes: &[u8]) -> Result<()> {
+        if self.is_closed() {
+            return Err(ClientError::Closed);
+        }
+        let mut tls = lock(&self.tls);
+        tls.writer().write_all(bytes)?;
+        let mut socket = &self.socket;
+        while tls.wants_write() {
+            tls.write_tls(&mut socket)?;
+        }
+        Ok(())
+    }
+
+    /// Sends one framed envelope without waiting for anything.
+    pub fn send_envelope(&self, env: &pb::Envelope) -> Result<()> {
+        let mut buf = BytesMut::new();
+        encode_frame(env, &mut buf);
+        self.send_raw(&buf)
+    }
+
+    /// Sends a request and waits for its response. An `Error` response becomes
+    /// [`ClientError::Server`].
+    pub fn request(&self, body: Body) -> Result<Body> {
+        let rx = self.start(body)?;
+        self.finish(rx)
+    }
+
+    /// Sends a request and returns where its response will arrive (for pipelining).
+    pub fn start(&self, body: Body) -> Result<Receiver<pb::Envelope>> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = bounded(1);
+        lock(&self.pending).insert(id, tx);
+        if let Err(e) = self.send_envelope(&envelope(id, body)) {
+            lock(&self.pending).remove(&id);
+            return Err(e);
+        }
+        Ok(rx)
+    }
+
+    /// Waits for the response of a request sent with [`Connection::start`].
+    pub fn finish(&self, rx: Receiver<pb::Envelope>) -> Result<Body> {
+        let env = match rx.recv_timeout(self.timeout) {
+            Ok(env) => env,
+            Err(RecvTimeoutError::Timeout) => return Err(ClientError::Timeout),
+            Err(RecvTimeoutError::Disconnected) => return Err(ClientError::Closed),
+        };
+        match env.body {
+            Some(Body::Error(e)) => Err(ClientError::Server {
+                code: e.code(),
+                message: e.message,
+            }),
+            Some(body) => Ok(body),
+            None => Err(ClientError::Protocol("response without a body".into())),
+        }
+    }
+
+    pub fn register(&self, username: &str, password: &str) -> Result<u64> {
+        let req = Body::Register(pb::Register {
+            username: username.into(),
+            password: password.into(),
+        });
+        match self.request(req)? {
+            Body::Registered(r) => Ok(r.user_id),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub fn login(&self, username: &str, password: &str) -> Result<pb::LoggedIn> {
+        let req = Body::Login(pb::Login {
+            username: username.into(),
+            password: password.into(),
+        });
+        match self.request(req)? {
+            Body::LoggedIn(l) => Ok(l),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub fn resume(&self, token: &[u8]) -> Result<pb::LoggedIn> {
+        let req = Body::Resume(pb::Resume {
+            token: token.to_vec().into(),
+        });
+        match self.request(req)? {
+            Body::LoggedIn(l) => Ok(l),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub fn lookup(&self, username: &str) -> Result<u64> {
+        let req = Body::LookupUser(pb::LookupUser {
+            username: username.into(),
+        });
+        match self.request(req)? {
+            Body::UserFound(u) => Ok(u.user_id),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Sends a text with a fresh random `client_msg_id`.
+    pub fn send_message(&self, to_user_id: u64, text: &str) -> Result<pb::SendAck> {
+        self.send_message_with_id(to_user_id, new_client_msg_id(), text)
+    }
+
+    /// Sends a text; retrying with the same `client_msg_id` stores it once.
+    pub fn send_message_with_id(
+        &self,
+        to_user_id: u64,
+        client_msg_id: u64,
+        text: &str,
+    ) -> Result<pb::SendAck> {
+        let req = Body::SendMessage(pb::SendMessage {
+            to_user_id,
+            client_msg_id,
+            text: text.into(),
+        });
+        match self.request(req)? {
+            Body::SendAck(a) => Ok(a),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Starts the event stream after `after_seq` (None: the server's acked cursor) and waits
+    /// until it caught up; returns the inbox head. Events arrive on [`Connection::events`],
+    /// and every event up to the head is already queued there when this returns.
+    pub fn sync(&self, after_seq: Option<u64>) -> Result<u64> {
+        match self.request(Body::Sync(pb::Sync { after_seq }))? {
+            Body::SyncDone(d) => Ok(d.head_seq),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub fn ack(&self, up_to_seq: u64) -> Result<u64> {
+        match self.request(Body::Ack(pb::Ack { up_to_seq }))? {
+            Body::Acked(a) => Ok(a.acked_seq),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// One page of history with `with_user_id`, oldest first (`before_timestamp_us` 0 =
+    /// newest).
+    pub fn history(
+        &self,
+        with_user_id: u64,
+        before_timestamp_us: u64,
+        limit: u32,
+    ) -> Result<pb::Messages> {
+        let req = Body::GetMessages(pb::GetMessages {
+            with_user_id,
+            before_timestamp_us,
+            limit,
+        });
+        match self.request(req)? {
+            Body::Messages(m) => Ok(m),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub fn ping(&self) -> Result<()> {
+        let nonce = rand::random();
+        match self.request(Body::Ping(pb::Ping { nonce }))? {
+            Body::Pong(p) if p.nonce == nonce => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Server pushes, in arrival order.
+    pub fn events(&self) -> &Receiver<pb::Event> {
+        &self.events
+    }
+
+    /// The next push; `None` on timeout, `Err(Closed)` once closed and drained.
+    pub fn next_event(&self, timeout: Duration) -> Result<Option<pb::Event>> {
+        match self.events.recv_timeout(timeout) {
+            Ok(event) => Ok(Some(event)),
+            Err(RecvTimeoutError::Timeout) => Ok(None),
+            Err(RecvTimeoutError::Disconnected) => Err(ClientError::Closed),
+        }
+    }
+
+    /// Frames that answer no request of ours (e.g. an error about an undecodable frame).
+    pub fn unsolicited(&self) -> &Receiver<pb::Envelope> {
+        &self.unsolicited
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// Waits until the server closes the connection; false on timeout.
+    pub fn wait_closed(&self, timeout: Duration) -> bool {
+        if self.is_closed() {
+            return true;
+        }
+        // The reader drops its end of this channel when it stops.
+        let _ = self.closed_rx.recv_timeout(timeout);
+        self.is_closed()
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        let _ = self.socket.shutdown(Shutdown::Both);
+    }
+}
+
+fn unexpected(body: &Body) -> ClientError {
+    ClientError::Protocol(format!("unexpected response {body:?}"))
+}
+
+/// A random nonzero id for a new message.
+pub fn new_client_msg_id() -> u64 {
+    loop {
+        let id: u64 = rand::random();
+        if id != 0 {
+            return id;
+        }
+    }
+}
+
+/// The reader thread: socket -> TLS -> frames -> responses, pushes, unsolicited frames.
+struct Reader {
+    tls: Arc<Mutex<ClientConnection>>,
+    socket: TcpStream,
+    pending: Pending,
+    closed: Arc<AtomicBool>,
+    events: Sender<pb::Event>,
+    unsolicited: Sender<pb::Envelope>,
+    _closed_tx: Sender<()>,
+}
+
+impl Reader {
+    fn run(mut self) {
+        let _ = self.read_loop();
+        self.closed.store(true, Ordering::SeqCst);
+        // Dropping the senders wakes every waiter with "closed".
+        lock(&self.pending).clear();
+    }
+
+    fn read_loop(&mut self) -> Result<()> {
+        let decoder = FrameDecoder::new(MAX_FRAME_BYTES);
+        let mut net = vec![0u8; 64 * 1024];
+        let mut plain = vec![0u8; 64 * 1024];
+        let mut buf = BytesMut::new();
+        loop {
+            let n = self.socket.read(&mut net)?;
+            if n == 0 {
+                return Ok(());
+            }
+            let mut eof = false;
+            {
+                let mut tls = lock(&self.tls);
+                let mut input = &net[..n];
+                while !input.is_empty() {
+                    tls.read_tls(&mut input)?;
+                    let state = tls.process_new_packets().map_err(tls_err)?;
+                    eof |= state.peer_has_closed();
+                    loop {
+                        match tls.reader().read(&mut plain) {
+                            Ok(0) => {
+                                eof = true;
+                                break;
+                            }
+                            Ok(m) => buf.extend_from_slice(&plain[..m]),
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                }
+                // Answer anything TLS itself wants to send (e.g. key updates).
+                let mut socket = &self.socket;
+                while tls.wants_write() {
+                    tls.write_tls(&mut socket)?;
+                }
+            }
+            while let Some(env) = decoder
+                .decode(&mut buf)
+                .map_err(|e| ClientError::Protocol(e.to_string()))?
+            {
+                self.route(env);
+            }
+            if eof {
+                return Ok(());
+            }
+        }
+    }
+
+    fn route(&self, env: pb::Envelope) {
+        if env.request_id != 0 {
+            if let Some(tx) = lock(&self.pending).remove(&env.request_id) {
+                let _ = tx.send(env);
+                return;
+            }
+        }
+        match env.body {
+            Some(Body::Event(event)) if env.request_id == 0 => {
+                let _ = self.events.send(event);
+            }
+            _ => {
+                let _ = self.unsolicited.send(env);
+            }
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! Rust client for the chat protocol, and the `chat` terminal client (`src/bin/chat.rs`).
+//!
+//! [`Connection`] is a blocking client: one TLS connection (rustls over a std `TcpStream`)
+//! with a reader thread that matches responses to requests by `request_id` and queues server
+//! pushes. It does not reconnect by itself; [`Session`] adds login, token resume and
+//! reconnection with resume-from-cursor on top. No async runtime is needed.
+
+mod connection;
+mod error;
+mod session;
+
+pub use chat_protocol::pb;
+pub use connection::Connection;
+pub use error::{ClientError, Result};
+pub use session::{Credentials, Session};

@@ -1,0 +1,88 @@
+//! Registration, login, tokens and the authentication gate.
+
+use chat_client::{pb, ClientError};
+
+use crate::support::{password, TestServer};
+
+fn code<T: std::fmt::Debug>(r: Result<T, ClientError>) -> pb::ErrorCode {
+    r.expect_err("request must fail")
+        .code()
+        .expect("a server error code")
+}
+
+#[test]
+fn register_login_and_reject_bad_attempts() {
+    let server = TestServer::start(2);
+    let c = server.connect();
+    let id = c.register("Alice", "password-alice").unwrap();
+    assert_ne!(id, 0);
+    // Names are case-insensitive.
+    assert_eq!(
+        code(c.register("alice", "another-password")),
+        pb::ErrorCode::UsernameTaken
+    );
+    assert_eq!(
+        code(c.register("a", "password-x")),
+        pb::ErrorCode::InvalidArgument
+    );
+    assert_eq!(
+        code(c.register("bob", "short")),
+        pb::ErrorCode::InvalidArgument
+    );
+    assert_eq!(
+        code(c.login("alice", "wrong-password")),
+        pb::ErrorCode::BadCredentials
+    );
+    assert_eq!(
+        code(c.login("nobody", "password-x")),
+        pb::ErrorCode::BadCredentials
+    );
+    let login = c.login("ALICE", "password-alice").unwrap();
+    assert_eq!(login.user_id, id);
+    assert_eq!(
+        code(c.login("alice", "password-alice")),
+        pb::ErrorCode::AlreadyAuthenticated
+    );
+    assert_eq!(c.lookup("alice").unwrap(), id);
+    assert_eq!(code(c.lookup("nobody")), pb::ErrorCode::UserNotFound);
+}
+
+#[test]
+fn unauthenticated_requests_are_refused_but_connection_stays_usable() {
+    let server = TestServer::start(1);
+    let (_bob, bob) = server.user("bob");
+    let c = server.connect();
+    assert_eq!(
+        code(c.send_message(bob.user_id, "hi")),
+        pb::ErrorCode::Unauthenticated
+    );
+    assert_eq!(code(c.sync(None)), pb::ErrorCode::Unauthenticated);
+    assert_eq!(
+        code(c.history(bob.user_id, 0, 10)),
+        pb::ErrorCode::Unauthenticated
+    );
+    assert_eq!(code(c.lookup("bob")), pb::ErrorCode::Unauthenticated);
+    c.ping().unwrap();
+    c.register("carol", &password("carol")).unwrap();
+    c.login("carol", &password("carol")).unwrap();
+    c.send_message(bob.user_id, "now it works").unwrap();
+}
+
+#[test]
+fn resume_with_token_and_reject_forged_tokens() {
+    let server = TestServer::start(2);
+    let (_c, login) = server.user("dave");
+    let c2 = server.connect();
+    let resumed = c2.resume(&login.token).unwrap();
+    assert_eq!(resumed.user_id, login.user_id);
+    assert_eq!(resumed.token, login.token);
+
+    let mut forged = login.token.to_vec();
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    let c3 = server.connect();
+    assert_eq!(code(c3.resume(&forged)), pb::ErrorCode::BadCredentials);
+    assert_eq!(code(c3.resume(b"short")), pb::ErrorCode::BadCredentials);
+    // A failed resume leaves the connection free to log in properly.
+    c3.resume(&login.token).unwrap();
+}

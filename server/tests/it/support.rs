@@ -1,0 +1,129 @@
+//! Starting servers and logged-in clients for tests.
+
+use std::path::PathBuf;
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
+
+use chat_client::{pb, Connection};
+use chat_server::{Config, ServerHandle};
+
+/// glommio locks memory per executor and the process limit is small: cap live servers.
+static LIVE_SERVERS: Mutex<usize> = Mutex::new(0);
+static SERVER_FREED: Condvar = Condvar::new();
+const MAX_LIVE_SERVERS: usize = 3;
+
+pub struct TestServer {
+    pub dir: tempfile::TempDir,
+    pub shards: usize,
+    handle: Option<ServerHandle>,
+    addr: String,
+    ca: PathBuf,
+}
+
+impl TestServer {
+    pub fn start(shards: usize) -> Self {
+        {
+            let mut live = LIVE_SERVERS.lock().unwrap();
+            while *live >= MAX_LIVE_SERVERS {
+                live = SERVER_FREED.wait(live).unwrap();
+            }
+            *live += 1;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut server = TestServer {
+            dir,
+            shards,
+            handle: None,
+            addr: String::new(),
+            ca: PathBuf::new(),
+        };
+        server.boot();
+        server
+    }
+
+    pub fn config(&self) -> Config {
+        Config {
+            data_dir: self.dir.path().to_path_buf(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            shards: self.shards,
+            pin_cores: false,
+            max_frame_bytes: 256 * 1024,
+            max_text_bytes: 64 * 1024,
+            ..Config::default()
+        }
+    }
+
+    fn boot(&mut self) {
+        let handle = chat_server::start(self.config()).expect("server starts");
+        self.addr = handle.local_addr().to_string();
+        self.ca = handle.ca_path().expect("dev CA generated").to_path_buf();
+        self.handle = Some(handle);
+    }
+
+    /// Stops the server (flushing and closing every database) and starts it again on the
+    /// same data directory; it gets a new port.
+    pub fn restart(&mut self) {
+        if let Some(h) = self.handle.take() {
+            h.shutdown();
+        }
+        self.boot();
+    }
+
+    pub fn connect(&self) -> Connection {
+        let mut conn = Connection::connect(&self.addr, &self.ca).expect("connects over TLS");
+        conn.set_timeout(Duration::from_secs(20));
+        conn
+    }
+
+    /// Registers `name` (password "password-<name>") and returns a logged-in connection.
+    pub fn user(&self, name: &str) -> (Connection, pb::LoggedIn) {
+        let conn = self.connect();
+        conn.register(name, &password(name)).expect("registers");
+        let login = conn.login(name, &password(name)).expect("logs in");
+        (conn, login)
+    }
+
+    /// A logged-in connection for an existing user.
+    pub fn login(&self, name: &str) -> (Connection, pb::LoggedIn) {
+        let conn = self.connect();
+        let login = conn.login(name, &password(name)).expect("logs in");
+        (conn, login)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            h.shutdown();
+        }
+        *LIVE_SERVERS.lock().unwrap() -= 1;
+        SERVER_FREED.notify_one();
+    }
+}
+
+pub fn password(name: &str) -> String {
+    format!("password-{name}")
+}
+
+/// Waits for the next pushed message event.
+pub fn next_message(conn: &Connection) -> pb::Message {
+    let event = conn
+        .next_event(Duration::from_secs(20))
+        .expect("connection open")
+        .expect("an event within 20 s");
+    match event.kind {
+        Some(pb::event::Kind::Message(m)) => {
+            assert_eq!(m.seq, event.seq);
+            m
+        }
+        other => panic!("expected a message event, got {other:?}"),
+    }
+}
+
+/// A username that lives on `shard` of `shards`.
+pub fn name_on_shard(prefix: &str, shard: usize, shards: usize) -> String {
+    (0..)
+        .map(|i| format!("{prefix}{i}"))
+        .find(|n| chat_server::routing::shard_of_username(n, shards) == shard)
+        .unwrap()
+}
