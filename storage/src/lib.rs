@@ -135,11 +135,10 @@ impl Store {
     fn get<M: prost::Message + Default>(&self, cf: &'static str, key: &[u8]) -> Result<Option<M>> {
         let db = self.db()?;
         let value = db.get_pinned_cf(cf_handle(&db, cf), key)?;
-        let result = match value {
+        match value {
             None => Ok(None),
             Some(bytes) => decode(cf, &bytes).map(Some),
-        };
-        result
+        }
     }
 
     /// Flushes memtables and the WAL to disk.
@@ -204,13 +203,12 @@ impl Store {
     pub fn user_id_by_name(&self, username: &str) -> Result<Option<u64>> {
         let db = self.db()?;
         let value = db.get_pinned_cf(cf_handle(&db, CF_USERNAMES), username.as_bytes())?;
-        let result = match value {
+        match value {
             None => Ok(None),
             Some(v) => keys::u64_at(&v, 0)
                 .map(Some)
                 .ok_or_else(|| corrupt(CF_USERNAMES, "user id is not 8 bytes")),
-        };
-        result
+        }
     }
 
     pub fn user(&self, user_id: u64) -> Result<Option<UserRecord>> {
@@ -382,13 +380,12 @@ impl Store {
     pub fn acked(&self, user_id: u64) -> Result<u64> {
         let db = self.db()?;
         let value = db.get_pinned_cf(cf_handle(&db, CF_CURSORS), keys::user(user_id))?;
-        let result = match value {
+        match value {
             None => Ok(0),
             Some(v) => {
                 keys::u64_at(&v, 0).ok_or_else(|| corrupt(CF_CURSORS, "cursor is not 8 bytes"))
             }
-        };
-        result
+        }
     }
 
     /// Moves the acknowledged cursor forward to `seq` (never backwards); returns the cursor.

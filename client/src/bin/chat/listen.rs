@@ -1,0 +1,50 @@
+//! `chat listen`: print incoming messages, everything missed first. Survives server restarts
+//! and network drops (the session reconnects and resumes after the last printed message).
+
+use std::time::{Duration, Instant};
+
+use chat_client::{pb, Credentials, Session};
+
+use crate::output::Output;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Start after this inbox seq instead of the server's acknowledged cursor
+    #[arg(long, value_name = "SEQ")]
+    from_seq: Option<u64>,
+    /// Exit after printing this many messages
+    #[arg(long, value_name = "N")]
+    count: Option<u64>,
+    /// Exit after this many seconds without a message
+    #[arg(long, value_name = "SECS")]
+    timeout: Option<u64>,
+}
+
+pub fn run(creds: Credentials, args: Args, out: Output) -> anyhow::Result<()> {
+    let mut session = Session::open(creds)?;
+    session.start_stream(args.from_seq)?;
+    let mut printed = 0;
+    let mut last_message = Instant::now();
+    let me = session.username().to_string();
+    loop {
+        if args.count.is_some_and(|n| printed >= n) {
+            break;
+        }
+        if args
+            .timeout
+            .is_some_and(|t| last_message.elapsed() >= Duration::from_secs(t))
+        {
+            break;
+        }
+        let Some(event) = session.next_event(Duration::from_millis(200))? else {
+            continue;
+        };
+        if let Some(pb::event::Kind::Message(m)) = &event.kind {
+            out.message(&format!("user {}", m.from_user_id), &me, m);
+            printed += 1;
+            last_message = Instant::now();
+        }
+    }
+    session.flush_ack()?;
+    Ok(())
+}

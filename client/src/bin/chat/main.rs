@@ -1,0 +1,105 @@
+//! `chat`: a terminal client for chatd.
+//!
+//! `chat register|send|history|listen` for scripts (add `--json` for one JSON object per
+//! line), or no subcommand for an interactive chat. See README.md for a tour.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use chat_client::{ClientError, Credentials};
+use clap::{Parser, Subcommand};
+
+mod history;
+mod interactive;
+mod listen;
+mod output;
+mod register;
+mod send;
+
+#[derive(Debug, Parser)]
+#[command(version, about = "Terminal client for chatd")]
+struct Cli {
+    /// Server address
+    #[arg(
+        long,
+        global = true,
+        default_value = "127.0.0.1:7443",
+        value_name = "HOST:PORT"
+    )]
+    server: String,
+    /// CA certificate (PEM) the server's certificate must chain to
+    #[arg(
+        long,
+        global = true,
+        default_value = "./data/tls/ca.pem",
+        value_name = "FILE"
+    )]
+    ca: PathBuf,
+    /// Your username
+    #[arg(long, global = true, value_name = "NAME")]
+    user: Option<String>,
+    /// Your password
+    #[arg(long, global = true, env = "CHAT_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// Print one JSON object per line instead of text
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create the account --user with --password
+    Register,
+    /// Send a message
+    Send(send::Args),
+    /// Show the conversation with someone, oldest first
+    History(history::Args),
+    /// Print incoming messages as they arrive (everything missed first)
+    Listen(listen::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let out = output::Output { json: cli.json };
+    match run(cli, out) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            out.error(&e);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli, out: output::Output) -> anyhow::Result<()> {
+    let creds = Credentials {
+        server: cli.server,
+        ca: cli.ca,
+        username: cli
+            .user
+            .ok_or_else(|| anyhow::anyhow!("--user is required"))?,
+        password: cli
+            .password
+            .ok_or_else(|| anyhow::anyhow!("--password or CHAT_PASSWORD is required"))?,
+    };
+    match cli.command {
+        Some(Command::Register) => register::run(&creds, out),
+        Some(Command::Send(args)) => send::run(creds, args, out),
+        Some(Command::History(args)) => history::run(creds, args, out),
+        Some(Command::Listen(args)) => listen::run(creds, args, out),
+        None => interactive::run(creds, out),
+    }
+}
+
+/// Resolves a username to an id, with a clear error for unknown names.
+fn lookup(conn: &chat_client::Connection, name: &str) -> anyhow::Result<u64> {
+    conn.lookup(name).map_err(|e| match e {
+        ClientError::Server { .. }
+            if e.code() == Some(chat_client::pb::ErrorCode::UserNotFound) =>
+        {
+            anyhow::anyhow!("no user named {name}")
+        }
+        e => e.into(),
+    })
+}

@@ -1,0 +1,95 @@
+//! Human or JSON output, in one place.
+
+use chat_client::pb;
+use serde_json::json;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Output {
+    pub json: bool,
+}
+
+impl Output {
+    pub fn registered(&self, user: &str, user_id: u64) {
+        if self.json {
+            println!(
+                "{}",
+                json!({"event": "registered", "user": user, "user_id": user_id})
+            );
+        } else {
+            println!("registered {user} (user id {user_id})");
+        }
+    }
+
+    pub fn sent(&self, to: &str, ack: &pb::SendAck) {
+        if self.json {
+            let v = json!({
+                "event": "sent", "to": to, "to_user_id": ack.to_user_id, "seq": ack.seq,
+                "timestamp_us": ack.timestamp_us, "client_msg_id": ack.client_msg_id,
+                "duplicate": ack.duplicate,
+            });
+            println!("{v}");
+        } else {
+            println!(
+                "sent to {to} [{}] (seq {})",
+                clock(ack.timestamp_us),
+                ack.seq
+            );
+        }
+    }
+
+    /// One message; `from`/`to` are display names.
+    pub fn message(&self, from: &str, to: &str, m: &pb::Message) {
+        if self.json {
+            let v = json!({
+                "event": "message", "from": from, "to": to, "from_user_id": m.from_user_id,
+                "to_user_id": m.to_user_id, "seq": m.seq, "timestamp_us": m.timestamp_us,
+                "text": m.text,
+            });
+            println!("{v}");
+        } else {
+            println!("[{}] {from} -> {to}: {}", clock(m.timestamp_us), m.text);
+        }
+    }
+
+    pub fn info(&self, text: &str) {
+        if self.json {
+            println!("{}", json!({"event": "info", "text": text}));
+        } else {
+            println!("{text}");
+        }
+    }
+
+    pub fn error(&self, e: &anyhow::Error) {
+        let code = e
+            .downcast_ref::<chat_client::ClientError>()
+            .and_then(|c| c.code())
+            .map(|c| c.as_str_name());
+        if self.json {
+            println!(
+                "{}",
+                json!({"event": "error", "code": code, "message": e.to_string()})
+            );
+        } else {
+            eprintln!("error: {e}");
+        }
+    }
+}
+
+/// UTC wall-clock time of a server timestamp, HH:MM:SS.
+pub fn clock(timestamp_us: u64) -> String {
+    let secs = timestamp_us / 1_000_000;
+    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
+    format!("{h:02}:{m:02}:{s:02}")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn clock_formats_utc_time_of_day() {
+        assert_eq!(super::clock(0), "00:00:00");
+        assert_eq!(
+            super::clock(((13 * 3600 + 5 * 60 + 9) * 1_000_000) + 999),
+            "13:05:09"
+        );
+    }
+}
