@@ -217,6 +217,14 @@ impl Connection {
         }
     }
 
+    /// The username of a user id.
+    pub fn username(&self, user_id: u64) -> Result<String> {
+        match self.request(Body::GetUser(pb::GetUser { user_id }))? {
+            Body::UserFound(u) => Ok(u.username),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Sends a text with a fresh random `client_msg_id`.
     pub fn send_message(&self, to_user_id: u64, text: &str) -> Result<pb::SendAck> {
         self.send_message_with_id(to_user_id, new_client_msg_id(), text)

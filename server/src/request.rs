@@ -21,6 +21,9 @@ pub enum Request {
     Resume {
         token: Vec<u8>,
     },
+    GetUser {
+        user_id: u64,
+    },
     Lookup {
         username: String,
     },
@@ -74,6 +77,7 @@ impl Request {
             Body::LookupUser(r) => Request::Lookup {
                 username: auth::normalize_username(&r.username).unwrap_or_default(),
             },
+            Body::GetUser(g) => Request::GetUser { user_id: g.user_id },
             Body::SendMessage(m) => Request::Send(send(m, max_text_bytes)?),
             Body::Sync(s) => Request::Sync {
                 after_seq: s.after_seq,

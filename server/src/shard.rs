@@ -273,14 +273,12 @@ impl Shard {
     /// (authentication state) here, then routing to the shard that owns the data.
     pub fn submit(self: &Rc<Self>, reply: Reply, entry: &ConnEntry, req: Request) {
         let user = entry.user.get();
+        let reject = |code, msg: &str| {
+            entry.out.push(&error_envelope(reply.request_id, code, msg));
+        };
         if req.is_login() && (user.is_some() || entry.login_pending.get()) {
             let msg = "this connection is already authenticated";
-            entry.out.push(&error_envelope(
-                reply.request_id,
-                ErrorCode::AlreadyAuthenticated,
-                msg,
-            ));
-            return;
+            return reject(ErrorCode::AlreadyAuthenticated, msg);
         }
         let dest = match (&req, user) {
             (Request::Ping { nonce }, _) => {
@@ -295,15 +293,10 @@ impl Shard {
                 .map(|u| shard_of_user(u, self.shards))
                 .unwrap_or(self.id),
             (_, None) => {
-                let msg = "log in (Login or Resume) first";
-                entry.out.push(&error_envelope(
-                    reply.request_id,
-                    ErrorCode::Unauthenticated,
-                    msg,
-                ));
-                return;
+                return reject(ErrorCode::Unauthenticated, "log in (Login or Resume) first")
             }
             (Request::Lookup { username }, Some(_)) => shard_of_username(username, self.shards),
+            (Request::GetUser { user_id }, Some(_)) => shard_of_user(*user_id, self.shards),
             (Request::Send(send), Some(_)) => shard_of_user(send.to_user_id, self.shards),
             (Request::Sync { .. } | Request::Ack { .. } | Request::History { .. }, Some(me)) => {
                 shard_of_user(me, self.shards)

@@ -7,6 +7,7 @@ use crate::request::Request;
 use crate::shard::{Reply, Shard};
 
 pub mod ack;
+pub mod get_user;
 pub mod history;
 pub mod login;
 pub mod lookup;
@@ -23,6 +24,7 @@ pub fn execute(shard: &Rc<Shard>, reply: Reply, user: Option<u64>, req: Request)
         (Request::Login { username, password }, _) => login::run(shard, reply, username, password),
         (Request::Resume { token }, _) => resume::run(shard, reply, &token),
         (Request::Lookup { username }, Some(_)) => lookup::run(shard, reply, &username),
+        (Request::GetUser { user_id }, Some(_)) => get_user::run(shard, reply, user_id),
         (Request::Send(send), Some(me)) => send::run(shard, reply, me, send),
         (Request::Sync { after_seq }, Some(me)) => sync::run(shard, reply, me, after_seq),
         (Request::Ack { up_to_seq }, Some(me)) => ack::run(shard, reply, me, up_to_seq),

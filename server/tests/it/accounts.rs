@@ -44,6 +44,8 @@ fn register_login_and_reject_bad_attempts() {
         pb::ErrorCode::AlreadyAuthenticated
     );
     assert_eq!(c.lookup("alice").unwrap(), id);
+    assert_eq!(c.username(id).unwrap(), "alice");
+    assert_eq!(code(c.username(id ^ 1)), pb::ErrorCode::UserNotFound);
     assert_eq!(code(c.lookup("nobody")), pb::ErrorCode::UserNotFound);
 }
 
@@ -62,6 +64,10 @@ fn unauthenticated_requests_are_refused_but_connection_stays_usable() {
         pb::ErrorCode::Unauthenticated
     );
     assert_eq!(code(c.lookup("bob")), pb::ErrorCode::Unauthenticated);
+    assert_eq!(
+        code(c.username(bob.user_id)),
+        pb::ErrorCode::Unauthenticated
+    );
     c.ping().unwrap();
     c.register("carol", &password("carol")).unwrap();
     c.login("carol", &password("carol")).unwrap();

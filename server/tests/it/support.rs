@@ -42,9 +42,15 @@ impl TestServer {
     }
 
     pub fn config(&self) -> Config {
+        // A restart keeps the port, so reconnecting clients find the server again.
+        let listen = if self.addr.is_empty() {
+            "127.0.0.1:0"
+        } else {
+            &self.addr
+        };
         Config {
             data_dir: self.dir.path().to_path_buf(),
-            listen: "127.0.0.1:0".parse().unwrap(),
+            listen: listen.parse().unwrap(),
             shards: self.shards,
             pin_cores: false,
             max_frame_bytes: 256 * 1024,
@@ -61,12 +67,21 @@ impl TestServer {
     }
 
     /// Stops the server (flushing and closing every database) and starts it again on the
-    /// same data directory; it gets a new port.
+    /// same data directory and port.
     pub fn restart(&mut self) {
         if let Some(h) = self.handle.take() {
             h.shutdown();
         }
         self.boot();
+    }
+
+    pub fn credentials(&self, name: &str) -> chat_client::Credentials {
+        chat_client::Credentials {
+            server: self.addr.clone(),
+            ca: self.ca.clone(),
+            username: name.to_string(),
+            password: password(name),
+        }
     }
 
     pub fn connect(&self) -> Connection {

@@ -3,7 +3,6 @@
 //! One thread owns the session (so reconnects and acks have a single owner) and prints
 //! incoming messages; the main thread reads lines from stdin and hands them over.
 
-use std::collections::HashMap;
 use std::io::BufRead;
 use std::time::Duration;
 
@@ -55,17 +54,15 @@ pub fn run(creds: Credentials, out: Output) -> anyhow::Result<()> {
 }
 
 fn serve(mut session: Session, rx: Receiver<Input>, out: Output) -> anyhow::Result<()> {
-    let mut names: HashMap<u64, String> = HashMap::new();
-    names.insert(session.user_id(), session.username().to_string());
+    let mut names = crate::Names::default();
+    names.insert(session.user_id(), session.username());
     let mut peer: Option<(u64, String)> = None;
     loop {
         if let Some(event) = session.next_event(Duration::from_millis(100))? {
             if let Some(pb::event::Kind::Message(m)) = &event.kind {
-                out.message(
-                    &name(&names, m.from_user_id),
-                    &name(&names, m.to_user_id),
-                    m,
-                );
+                let from = names.get(session.conn(), m.from_user_id);
+                let to = names.get(session.conn(), m.to_user_id);
+                out.message(&from, &to, m);
             }
         }
         let input = match rx.try_recv() {
@@ -79,7 +76,7 @@ fn serve(mut session: Session, rx: Receiver<Input>, out: Output) -> anyhow::Resu
         };
         let result = match input {
             Input::To(who) => crate::lookup(session.conn(), &who).map(|id| {
-                names.insert(id, who.clone());
+                names.insert(id, &who);
                 out.info(&format!("talking to {who}"));
                 peer = Some((id, who));
             }),
@@ -111,11 +108,9 @@ fn serve(mut session: Session, rx: Receiver<Input>, out: Output) -> anyhow::Resu
                         .map_err(Into::into)
                         .map(|page| {
                             for m in &page.messages {
-                                out.message(
-                                    &name(&names, m.from_user_id),
-                                    &name(&names, m.to_user_id),
-                                    m,
-                                );
+                                let from = names.get(session.conn(), m.from_user_id);
+                                let to = names.get(session.conn(), m.to_user_id);
+                                out.message(&from, &to, m);
                             }
                         })
                 }
@@ -127,11 +122,4 @@ fn serve(mut session: Session, rx: Receiver<Input>, out: Output) -> anyhow::Resu
     }
     session.flush_ack()?;
     Ok(())
-}
-
-fn name(names: &HashMap<u64, String>, id: u64) -> String {
-    names
-        .get(&id)
-        .cloned()
-        .unwrap_or_else(|| format!("user {id}"))
 }

@@ -26,6 +26,7 @@ pub fn run(creds: Credentials, args: Args, out: Output) -> anyhow::Result<()> {
     let mut printed = 0;
     let mut last_message = Instant::now();
     let me = session.username().to_string();
+    let mut names = crate::Names::default();
     loop {
         if args.count.is_some_and(|n| printed >= n) {
             break;
@@ -40,7 +41,8 @@ pub fn run(creds: Credentials, args: Args, out: Output) -> anyhow::Result<()> {
             continue;
         };
         if let Some(pb::event::Kind::Message(m)) = &event.kind {
-            out.message(&format!("user {}", m.from_user_id), &me, m);
+            let from = names.get(session.conn(), m.from_user_id);
+            out.message(&from, &me, m);
             printed += 1;
             last_message = Instant::now();
         }

@@ -92,6 +92,29 @@ fn run(cli: Cli, out: output::Output) -> anyhow::Result<()> {
     }
 }
 
+/// Display names of user ids, asked of the server once each.
+#[derive(Debug, Default)]
+struct Names(std::collections::HashMap<u64, String>);
+
+impl Names {
+    fn insert(&mut self, id: u64, name: &str) {
+        self.0.insert(id, name.to_string());
+    }
+
+    fn get(&mut self, conn: &chat_client::Connection, id: u64) -> String {
+        if let Some(name) = self.0.get(&id) {
+            return name.clone();
+        }
+        match conn.username(id) {
+            Ok(name) => {
+                self.0.insert(id, name.clone());
+                name
+            }
+            Err(_) => format!("user {id}"),
+        }
+    }
+}
+
 /// Resolves a username to an id, with a clear error for unknown names.
 fn lookup(conn: &chat_client::Connection, name: &str) -> anyhow::Result<u64> {
     conn.lookup(name).map_err(|e| match e {
