@@ -1,1 +1,113 @@
-fn main() {}
+//! `chat-loadgen`: an open-loop load generator and correctness oracle for chatd.
+//!
+//! Sends are scheduled at intended times for a target aggregate `--rate`; latency is measured
+//! from the intended time (wrk2's model), so a stalled server shows up as latency rather than
+//! as a lower rate. Each message carries (run, sender, per-sender counter, intended time) in
+//! its text, so the receiving side can measure delivery latency and check that nothing is
+//! lost, duplicated or reordered. Thread-per-core: one glommio executor per `--threads`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+mod accounts;
+mod report;
+mod shard;
+mod wire;
+
+/// Open-loop load generator and correctness oracle for chatd.
+#[derive(Debug, Parser, Clone)]
+#[command(version, about)]
+pub struct Args {
+    /// Server address
+    #[arg(long, default_value = "127.0.0.1:7443", value_name = "HOST:PORT")]
+    pub server: String,
+    /// CA certificate (PEM) of the server
+    #[arg(long, default_value = "./data/tls/ca.pem", value_name = "FILE")]
+    pub ca: PathBuf,
+    /// Target aggregate send rate, messages per second
+    #[arg(long, default_value_t = 11_600.0)]
+    pub rate: f64,
+    /// Connections (users); users are paired and each sends to its partner
+    #[arg(long, default_value_t = 200)]
+    pub users: usize,
+    /// Measured duration, seconds (after the warm-up)
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Warm-up, seconds: load is applied but not recorded
+    #[arg(long, default_value_t = 2.0)]
+    pub warmup: f64,
+    /// Message text size in bytes
+    #[arg(long, default_value_t = 100)]
+    pub size: usize,
+    /// Load generator threads (glommio executors)
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Pin load generator thread N to this CPU + N (e.g. 1 on a 2-core box with the server on 0)
+    #[arg(long, value_name = "CPU")]
+    pub pin: Option<usize>,
+    /// Account name prefix: accounts PREFIX0.. are reused across runs
+    #[arg(long, default_value = "lg")]
+    pub prefix: String,
+    /// Write the summary as one JSON object to this file
+    #[arg(long, value_name = "PATH")]
+    pub json: Option<PathBuf>,
+}
+
+impl Args {
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.rate > 0.0, "--rate must be positive");
+        anyhow::ensure!(
+            self.users >= 2 && self.users.is_multiple_of(2),
+            "--users must be even and at least 2"
+        );
+        anyhow::ensure!(self.threads >= 1, "--threads must be at least 1");
+        anyhow::ensure!(
+            self.size >= wire::MIN_TEXT,
+            "--size must be at least {}",
+            wire::MIN_TEXT
+        );
+        anyhow::ensure!(self.duration > 0.0, "--duration must be positive");
+        Ok(())
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    match run(args) {
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        Ok(false) => std::process::ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs the load; Ok(false) when the oracle found loss, duplicates, reordering or errors.
+fn run(args: Args) -> anyhow::Result<bool> {
+    args.validate()?;
+    eprintln!("preparing {} accounts...", args.users);
+    let users = accounts::prepare(&args)?;
+    eprintln!(
+        "offering {:.0} msg/s for {:.0}+{:.0} s over {} connections on {} thread(s)",
+        args.rate, args.warmup, args.duration, args.users, args.threads
+    );
+    let cpu_before = report::process_cpu();
+    let wall = std::time::Instant::now();
+    let results = shard::run_all(&args, users)?;
+    let cpu = report::process_cpu().saturating_sub(cpu_before);
+    let summary = report::Summary::new(
+        &args,
+        results,
+        cpu,
+        wall.elapsed(),
+        Duration::from_secs_f64(args.duration),
+    );
+    summary.print();
+    if let Some(path) = &args.json {
+        std::fs::write(path, summary.json().to_string() + "\n")?;
+    }
+    Ok(summary.clean())
+}

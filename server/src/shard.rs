@@ -86,7 +86,12 @@ pub struct ConnEntry {
     pub stop: Signal,
     pub user: Cell<Option<u64>>,
     pub login_pending: Cell<bool>,
+    /// Requests pipelined behind an in-flight Login/Resume, run once it is answered.
+    pub deferred: RefCell<Vec<(Reply, Request)>>,
 }
+
+/// How many requests may wait behind an in-flight login.
+const MAX_DEFERRED: usize = 256;
 
 /// The event stream of one synced connection.
 #[derive(Debug, Clone, Copy)]
@@ -236,6 +241,12 @@ impl Shard {
             Auth::LoginFailed => entry.login_pending.set(false),
         }
         entry.out.push(env);
+        if auth != Auth::Unchanged {
+            let deferred = std::mem::take(&mut *entry.deferred.borrow_mut());
+            for (reply, req) in deferred {
+                self.submit(reply, &entry, req);
+            }
+        }
     }
 
     /// Sends a frame to a connection on any shard.
@@ -279,6 +290,17 @@ impl Shard {
         if req.is_login() && (user.is_some() || entry.login_pending.get()) {
             let msg = "this connection is already authenticated";
             return reject(ErrorCode::AlreadyAuthenticated, msg);
+        }
+        if entry.login_pending.get() && !matches!(req, Request::Ping { .. }) {
+            let mut deferred = entry.deferred.borrow_mut();
+            if deferred.len() >= MAX_DEFERRED {
+                return reject(
+                    ErrorCode::Unavailable,
+                    "too many requests behind a pending login",
+                );
+            }
+            deferred.push((reply, req));
+            return;
         }
         let dest = match (&req, user) {
             (Request::Ping { nonce }, _) => {

@@ -92,3 +92,50 @@ fn resume_with_token_and_reject_forged_tokens() {
     // A failed resume leaves the connection free to log in properly.
     c3.resume(&login.token).unwrap();
 }
+
+#[test]
+fn requests_pipelined_behind_a_login_run_after_it() {
+    let server = TestServer::start(2);
+    let (alice, _) = server.user("alice");
+    let (_bob, bob_login) = server.user("bob");
+    alice
+        .send_message(bob_login.user_id, "waiting for you")
+        .unwrap();
+    let c = server.connect();
+    // Resume and Sync in one go, without waiting for LoggedIn.
+    let resume = c
+        .start(pb::envelope::Body::Resume(pb::Resume {
+            token: bob_login.token.clone(),
+        }))
+        .unwrap();
+    let sync = c
+        .start(pb::envelope::Body::Sync(pb::Sync { after_seq: None }))
+        .unwrap();
+    assert!(matches!(
+        c.finish(resume).unwrap(),
+        pb::envelope::Body::LoggedIn(_)
+    ));
+    assert!(matches!(
+        c.finish(sync).unwrap(),
+        pb::envelope::Body::SyncDone(_)
+    ));
+    assert_eq!(crate::support::next_message(&c).text, "waiting for you");
+    // Behind a failed login, the held-back request is refused.
+    let c2 = server.connect();
+    let bad = c2
+        .start(pb::envelope::Body::Resume(pb::Resume {
+            token: vec![0u8; 40].into(),
+        }))
+        .unwrap();
+    let sync = c2
+        .start(pb::envelope::Body::Sync(pb::Sync { after_seq: None }))
+        .unwrap();
+    assert_eq!(
+        c2.finish(bad).unwrap_err().code(),
+        Some(pb::ErrorCode::BadCredentials)
+    );
+    assert_eq!(
+        c2.finish(sync).unwrap_err().code(),
+        Some(pb::ErrorCode::Unauthenticated)
+    );
+}

@@ -1,0 +1,188 @@
+//! Merging thread results, the summary table, and the JSON object scripts read.
+
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde_json::json;
+
+use crate::shard::ThreadResult;
+use crate::Args;
+
+/// CPU time (user + system) this process has used so far.
+pub fn process_cpu() -> Duration {
+    // /proc/self/stat fields 14 and 15 are utime and stime in clock ticks (100 per second).
+    let ticks = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let after = s.rsplit_once(')')?.1.split_whitespace().collect::<Vec<_>>();
+            let utime: u64 = after.get(11)?.parse().ok()?;
+            let stime: u64 = after.get(12)?.parse().ok()?;
+            Some(utime + stime)
+        })
+        .unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
+#[derive(Debug)]
+pub struct Summary {
+    offered_rate: f64,
+    achieved_rate: f64,
+    sent: u64,
+    acked: u64,
+    delivered: u64,
+    lost: u64,
+    duplicated: u64,
+    reordered: u64,
+    errors: u64,
+    ack: Histogram<u64>,
+    service: Histogram<u64>,
+    delivery: Histogram<u64>,
+    lag: Histogram<u64>,
+    cpu_percent: f64,
+    threads: usize,
+}
+
+impl Summary {
+    pub fn new(
+        args: &Args,
+        results: Vec<ThreadResult>,
+        cpu: Duration,
+        wall: Duration,
+        measured: Duration,
+    ) -> Self {
+        let mut acked_by = std::collections::HashMap::new();
+        let mut delivered_by = std::collections::HashMap::new();
+        let mut s = Summary {
+            offered_rate: args.rate,
+            achieved_rate: 0.0,
+            sent: 0,
+            acked: 0,
+            delivered: 0,
+            lost: 0,
+            duplicated: 0,
+            reordered: 0,
+            errors: 0,
+            ack: empty(),
+            service: empty(),
+            delivery: empty(),
+            lag: empty(),
+            cpu_percent: 100.0 * cpu.as_secs_f64() / wall.as_secs_f64().max(1e-9),
+            threads: args.threads,
+        };
+        for r in results {
+            s.sent += r.sent;
+            s.errors += r.errors;
+            s.duplicated += r.duplicated;
+            s.reordered += r.reordered;
+            let _ = s.ack.add(&r.ack);
+            let _ = s.service.add(&r.service);
+            let _ = s.delivery.add(&r.delivery);
+            let _ = s.lag.add(&r.lag);
+            for (k, v) in r.acked {
+                *acked_by.entry(k).or_insert(0u64) += v;
+            }
+            for (k, v) in r.delivered {
+                *delivered_by.entry(k).or_insert(0u64) += v;
+            }
+        }
+        s.acked = acked_by.values().sum();
+        s.delivered = delivered_by.values().sum();
+        // Lost: acked (durable) sends whose message never reached the online recipient.
+        s.lost = acked_by
+            .iter()
+            .map(|(k, &a)| a.saturating_sub(delivered_by.get(k).copied().unwrap_or(0)))
+            .sum();
+        // The recorded window: sends whose intended time fell after the warm-up.
+        s.achieved_rate = s.ack.len() as f64 / measured.as_secs_f64();
+        s
+    }
+
+    /// No loss, duplicate, reordering or error.
+    pub fn clean(&self) -> bool {
+        self.lost == 0 && self.duplicated == 0 && self.reordered == 0 && self.errors == 0
+    }
+
+    pub fn print(&self) {
+        println!();
+        println!(
+            "offered {:.0} msg/s, achieved {:.0} msg/s (acked in the measured window)",
+            self.offered_rate, self.achieved_rate
+        );
+        println!(
+            "sent {}  acked {}  delivered {}  lost {}  duplicated {}  reordered {}  errors {}",
+            self.sent,
+            self.acked,
+            self.delivered,
+            self.lost,
+            self.duplicated,
+            self.reordered,
+            self.errors
+        );
+        println!(
+            "{:<22}{:>9}{:>9}{:>9}{:>9}{:>10}{:>10}",
+            "latency (ms)", "p50", "p90", "p99", "p99.9", "p99.99", "max"
+        );
+        for (name, h) in [
+            ("send -> ack", &self.ack),
+            ("send -> delivered", &self.delivery),
+            ("service (ack)", &self.service),
+            ("schedule lag", &self.lag),
+        ] {
+            println!(
+                "{name:<22}{:>9.3}{:>9.3}{:>9.3}{:>9.3}{:>10.3}{:>10.3}",
+                q(h, 0.5),
+                q(h, 0.9),
+                q(h, 0.99),
+                q(h, 0.999),
+                q(h, 0.9999),
+                h.max() as f64 / 1000.0
+            );
+        }
+        println!(
+            "loadgen cpu {:.0}% of {} thread(s)",
+            self.cpu_percent, self.threads
+        );
+        if self.cpu_percent > 90.0 * self.threads as f64 {
+            println!(
+                "warning: the load generator is saturated; latencies include its own queueing"
+            );
+        }
+        if self.achieved_rate < 0.95 * self.offered_rate {
+            println!("note: achieved rate is below 95% of the offered rate");
+        }
+        if !self.clean() {
+            println!("ORACLE FAILED: see lost/duplicated/reordered/errors above");
+        }
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        json!({
+            "offered_rate": self.offered_rate,
+            "achieved_rate": self.achieved_rate,
+            "sent": self.sent,
+            "acked": self.acked,
+            "delivered": self.delivered,
+            "lost": self.lost,
+            "duplicated": self.duplicated,
+            "reordered": self.reordered,
+            "errors": self.errors,
+            "ack_p50_ms": q(&self.ack, 0.5),
+            "ack_p99_ms": q(&self.ack, 0.99),
+            "delivery_p50_ms": q(&self.delivery, 0.5),
+            "delivery_p99_ms": q(&self.delivery, 0.99),
+            "delivery_p999_ms": q(&self.delivery, 0.999),
+            "delivery_max_ms": self.delivery.max() as f64 / 1000.0,
+            "schedule_lag_p99_ms": q(&self.lag, 0.99),
+            "loadgen_cpu_percent": self.cpu_percent,
+        })
+    }
+}
+
+fn empty() -> Histogram<u64> {
+    crate::shard::histogram()
+}
+
+/// A quantile in milliseconds (the histograms hold microseconds).
+fn q(h: &Histogram<u64>, quantile: f64) -> f64 {
+    h.value_at_quantile(quantile) as f64 / 1000.0
+}

@@ -1,0 +1,431 @@
+//! One load generator thread: its connections, its open-loop schedule, its measurements.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, HashSet};
+use std::future::poll_fn;
+use std::net::ToSocketAddrs;
+use std::rc::Rc;
+use std::sync::{Arc, Barrier};
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use chat_protocol::pb::{self, envelope::Body};
+use chat_protocol::{encode_frame, envelope, FrameDecoder};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_rustls::TlsConnector;
+use glommio::net::TcpStream;
+use glommio::{LocalExecutorBuilder, Placement};
+use hdrhistogram::Histogram;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+
+use crate::accounts::Account;
+use crate::wire::{self, Stamp};
+use crate::Args;
+
+/// What one thread measured.
+#[derive(Debug)]
+pub struct ThreadResult {
+    pub sent: u64,
+    pub errors: u64,
+    pub duplicated: u64,
+    pub reordered: u64,
+    /// Acked sends per sender index.
+    pub acked: HashMap<usize, u64>,
+    /// Distinct messages delivered per sender index.
+    pub delivered: HashMap<usize, u64>,
+    /// Latencies in microseconds.
+    pub ack: Histogram<u64>,
+    pub service: Histogram<u64>,
+    pub delivery: Histogram<u64>,
+    pub lag: Histogram<u64>,
+}
+
+impl ThreadResult {
+    fn new() -> Self {
+        ThreadResult {
+            sent: 0,
+            errors: 0,
+            duplicated: 0,
+            reordered: 0,
+            acked: HashMap::new(),
+            delivered: HashMap::new(),
+            ack: histogram(),
+            service: histogram(),
+            delivery: histogram(),
+            lag: histogram(),
+        }
+    }
+}
+
+pub fn histogram() -> Histogram<u64> {
+    // 1 us .. 100 s at 3 significant digits; the bounds are constants, so this cannot fail.
+    #[allow(clippy::expect_used)]
+    Histogram::new_with_bounds(1, 100_000_000, 3).expect("valid histogram bounds")
+}
+
+/// Runs every thread to completion and returns their results.
+pub fn run_all(args: &Args, accounts: Vec<Account>) -> anyhow::Result<Vec<ThreadResult>> {
+    let tls = Arc::new(client_config(args)?);
+    let run: u32 = std::process::id()
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+    // One clock origin for every thread: a receiver compares a sender's intended time.
+    let start = Instant::now();
+    let peer_ids: Arc<Vec<u64>> = Arc::new(accounts.iter().map(|a| a.user_id).collect());
+    let barrier = Arc::new(Barrier::new(args.threads));
+    let mut handles = Vec::new();
+    for t in 0..args.threads {
+        let mine: Vec<Account> = accounts
+            .iter()
+            .filter(|a| a.index % args.threads == t)
+            .cloned()
+            .collect();
+        let (args, tls, peer_ids, barrier) =
+            (args.clone(), tls.clone(), peer_ids.clone(), barrier.clone());
+        let placement = match args.pin {
+            Some(cpu) => Placement::Fixed(cpu + t),
+            None => Placement::Unbound,
+        };
+        let handle = LocalExecutorBuilder::new(placement)
+            .name(&format!("loadgen-{t}"))
+            .spawn(move || async move {
+                run_thread(args, tls, mine, peer_ids, barrier, run, start).await
+            })
+            .map_err(|e| anyhow::anyhow!("starting loadgen thread {t}: {e}"))?;
+        handles.push(handle);
+    }
+    handles
+        .into_iter()
+        .map(|h| {
+            h.join()
+                .map_err(|e| anyhow::anyhow!("loadgen thread: {e}"))?
+        })
+        .collect()
+}
+
+fn client_config(args: &Args) -> anyhow::Result<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(&args.ca)? {
+        roots.add(cert?)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+/// Per-thread state shared by its connection tasks (one thread: RefCell, no locks).
+struct State {
+    run: u32,
+    start: Instant,
+    /// Intended times before this are warm-up: sent and checked, not recorded.
+    record_from_ns: Cell<u64>,
+    result: RefCell<ThreadResult>,
+    /// Per receiver: counters seen from its sender.
+    seen: RefCell<HashMap<usize, HashSet<u64>>>,
+    max_seen: RefCell<HashMap<usize, u64>>,
+    inflight: Cell<u64>,
+}
+
+/// One connection's outgoing bytes and its writer's wake-up.
+#[derive(Default)]
+struct Out {
+    buf: RefCell<BytesMut>,
+    waker: Cell<Option<Waker>>,
+    /// request_id -> (sender counter, intended ns, actual ns)
+    pending: RefCell<HashMap<u64, (u64, u64, u64)>>,
+    next_id: Cell<u64>,
+    ready: Cell<bool>,
+}
+
+impl Out {
+    fn push(&self, env: &pb::Envelope) {
+        encode_frame(env, &mut self.buf.borrow_mut());
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    fn request_id(&self) -> u64 {
+        let id = self.next_id.get() + 1;
+        self.next_id.set(id);
+        id
+    }
+
+    async fn next(&self) -> BytesMut {
+        poll_fn(|cx| {
+            let mut buf = self.buf.borrow_mut();
+            if buf.is_empty() {
+                self.waker.set(Some(cx.waker().clone()));
+                Poll::Pending
+            } else {
+                Poll::Ready(buf.split())
+            }
+        })
+        .await
+    }
+}
+
+struct Sender {
+    index: usize,
+    to: u64,
+    counter: u64,
+    out: Rc<Out>,
+}
+
+async fn run_thread(
+    args: Args,
+    tls: Arc<rustls::ClientConfig>,
+    mine: Vec<Account>,
+    peer_ids: Arc<Vec<u64>>,
+    barrier: Arc<Barrier>,
+    run: u32,
+    start: Instant,
+) -> anyhow::Result<ThreadResult> {
+    let state = Rc::new(State {
+        run,
+        start,
+        record_from_ns: Cell::new(u64::MAX),
+        result: RefCell::new(ThreadResult::new()),
+        seen: RefCell::default(),
+        max_seen: RefCell::default(),
+        inflight: Cell::new(0),
+    });
+    let addr = args
+        .server
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("cannot resolve {}", args.server))?;
+    let host = args
+        .server
+        .rsplit_once(':')
+        .map_or("localhost", |(h, _)| h)
+        .to_string();
+    let name = ServerName::try_from(host)?;
+    let connector = TlsConnector::from(tls);
+    let mut senders = Vec::new();
+    let mut tasks = Vec::new();
+    for account in &mine {
+        let glommio_err =
+            |e: glommio::GlommioError<()>| anyhow::anyhow!("connecting to {addr}: {e}");
+        let tcp = TcpStream::connect(addr).await.map_err(glommio_err)?;
+        tcp.set_nodelay(true).map_err(glommio_err)?;
+        let stream = connector.connect(name.clone(), tcp).await?;
+        let (reader, writer) = futures_lite::io::split(stream);
+        let out = Rc::new(Out::default());
+        out.push(&envelope(
+            out.request_id(),
+            Body::Resume(pb::Resume {
+                token: account.token.clone().into(),
+            }),
+        ));
+        // Sync from the acked cursor: leftovers of earlier runs are drained and ignored.
+        out.push(&envelope(
+            out.request_id(),
+            Body::Sync(pb::Sync { after_seq: None }),
+        ));
+        tasks.push(glommio::spawn_local(write_loop(out.clone(), writer)));
+        tasks.push(glommio::spawn_local(read_loop(
+            state.clone(),
+            out.clone(),
+            reader,
+            account.index,
+        )));
+        let partner = account.index ^ 1;
+        senders.push(Sender {
+            index: account.index,
+            to: peer_ids[partner],
+            counter: 0,
+            out,
+        });
+    }
+    // Wait until every connection is logged in and caught up.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while senders.iter().any(|s| !s.out.ready.get()) {
+        if Instant::now() > deadline || state.result.borrow().errors > 0 {
+            barrier.wait();
+            anyhow::bail!("connections did not log in and sync within 30 s");
+        }
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    barrier.wait();
+
+    // The open-loop schedule: message k of this thread is due at start + k * interval.
+    let rate = args.rate / args.threads as f64;
+    let interval_ns = 1e9 / rate;
+    let warmup_ns = (args.warmup * 1e9) as u64;
+    let end_ns = warmup_ns + (args.duration * 1e9) as u64;
+    let t0 = state.start.elapsed().as_nanos() as u64;
+    state.record_from_ns.set(t0 + warmup_ns);
+    let mut k: u64 = 0;
+    let mut next_sender = 0;
+    loop {
+        let now = state.start.elapsed().as_nanos() as u64;
+        if now >= t0 + end_ns {
+            break;
+        }
+        loop {
+            let due = t0 + (k as f64 * interval_ns) as u64;
+            if due > now {
+                let wait = due - now;
+                if wait > 300_000 {
+                    glommio::timer::sleep(Duration::from_nanos(wait - 200_000)).await;
+                } else {
+                    futures_lite::future::yield_now().await;
+                }
+                break;
+            }
+            let actual = state.start.elapsed().as_nanos() as u64;
+            let count = senders.len();
+            let s = &mut senders[next_sender];
+            next_sender = (next_sender + 1) % count;
+            s.counter += 1;
+            let stamp = Stamp {
+                run: state.run,
+                sender: s.index as u32,
+                counter: s.counter,
+                intended_ns: due,
+            };
+            let id = s.out.request_id();
+            s.out
+                .pending
+                .borrow_mut()
+                .insert(id, (s.counter, due, actual));
+            s.out.push(&envelope(
+                id,
+                Body::SendMessage(pb::SendMessage {
+                    to_user_id: s.to,
+                    client_msg_id: (u64::from(state.run) << 32) | s.counter,
+                    text: wire::encode(stamp, args.size),
+                }),
+            ));
+            state.inflight.set(state.inflight.get() + 1);
+            let mut r = state.result.borrow_mut();
+            r.sent += 1;
+            if due >= state.record_from_ns.get() {
+                let _ = r.lag.record(((actual.saturating_sub(due)) / 1000).max(1));
+            }
+            k += 1;
+        }
+    }
+    // Drain: wait for outstanding acks and deliveries, for a bounded time.
+    let drain_until = Instant::now() + Duration::from_secs(5);
+    while state.inflight.get() > 0 && Instant::now() < drain_until {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+    // Deliveries trail their acks slightly (and may land on another thread's receivers).
+    glommio::timer::sleep(Duration::from_millis(300)).await;
+    drop(tasks);
+    // Cancelled tasks may still hold the state until the executor drops them: take, not unwrap.
+    let mut result = std::mem::replace(&mut *state.result.borrow_mut(), ThreadResult::new());
+    for (sender, seen) in state.seen.take() {
+        result.delivered.insert(sender, seen.len() as u64);
+    }
+    Ok(result)
+}
+
+async fn write_loop(out: Rc<Out>, mut writer: impl futures_lite::AsyncWrite + Unpin) {
+    loop {
+        let batch = out.next().await;
+        if writer.write_all(&batch).await.is_err() || writer.flush().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn read_loop(
+    state: Rc<State>,
+    out: Rc<Out>,
+    mut reader: impl futures_lite::AsyncRead + Unpin,
+    me: usize,
+) {
+    let decoder = FrameDecoder::new(16 << 20);
+    let mut buf = BytesMut::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut unacked_seq = 0u64;
+    loop {
+        match reader.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+        let now = state.start.elapsed().as_nanos() as u64;
+        while let Ok(Some(env)) = decoder.decode(&mut buf) {
+            match env.body {
+                Some(Body::SendAck(_)) => {
+                    let Some((_, intended, actual)) =
+                        out.pending.borrow_mut().remove(&env.request_id)
+                    else {
+                        continue;
+                    };
+                    state.inflight.set(state.inflight.get().saturating_sub(1));
+                    let mut r = state.result.borrow_mut();
+                    *r.acked.entry(me).or_default() += 1;
+                    if intended >= state.record_from_ns.get() {
+                        let _ = r.ack.record(((now.saturating_sub(intended)) / 1000).max(1));
+                        let _ = r
+                            .service
+                            .record(((now.saturating_sub(actual)) / 1000).max(1));
+                    }
+                }
+                Some(Body::Event(event)) => {
+                    unacked_seq = unacked_seq.max(event.seq);
+                    if let Some(pb::event::Kind::Message(m)) = event.kind {
+                        on_message(&state, &m.text, now);
+                    }
+                }
+                Some(Body::SyncDone(_)) => out.ready.set(true),
+                Some(Body::Error(_)) => {
+                    if out.pending.borrow_mut().remove(&env.request_id).is_some() {
+                        state.inflight.set(state.inflight.get().saturating_sub(1));
+                    }
+                    state.result.borrow_mut().errors += 1;
+                }
+                _ => {}
+            }
+        }
+        // Acknowledge what arrived, batched per read.
+        if unacked_seq > 0 {
+            out.push(&envelope(
+                out.request_id(),
+                Body::Ack(pb::Ack {
+                    up_to_seq: unacked_seq,
+                }),
+            ));
+            unacked_seq = 0;
+        }
+    }
+}
+
+/// The oracle: per sender, counters must arrive once each and in increasing order.
+fn on_message(state: &State, text: &str, now: u64) {
+    let Some(stamp) = wire::decode(text) else {
+        return;
+    };
+    if stamp.run != state.run {
+        return; // a leftover of an earlier run
+    }
+    let sender = stamp.sender as usize;
+    let mut r = state.result.borrow_mut();
+    let mut seen = state.seen.borrow_mut();
+    let set = seen.entry(sender).or_default();
+    if !set.insert(stamp.counter) {
+        r.duplicated += 1;
+        return;
+    }
+    let mut max_seen = state.max_seen.borrow_mut();
+    let max = max_seen.entry(sender).or_default();
+    if stamp.counter < *max {
+        r.reordered += 1;
+    }
+    *max = (*max).max(stamp.counter);
+    if stamp.intended_ns < state.record_from_ns.get() {
+        return;
+    }
+    let _ = r
+        .delivery
+        .record(((now.saturating_sub(stamp.intended_ns)) / 1000).max(1));
+}
