@@ -101,8 +101,7 @@ struct ShardSeed {
     to_peers: Vec<Option<SharedSender<Batch>>>,
     from_peers: Vec<Option<SharedReceiver<Batch>>>,
     tls: TlsAcceptor,
-    dir: PathBuf,
-    durability: Durability,
+    store: Store,
     limits: Limits,
     stop: Arc<AtomicBool>,
     ready: mpsc::Sender<anyhow::Result<()>>,
@@ -145,13 +144,26 @@ pub fn start(config: Config) -> anyhow::Result<ServerHandle> {
         DurabilityMode::Wal => Durability::Wal,
         DurabilityMode::Fsync => Durability::Fsync,
     };
+    // Open every database here, on this unpinned thread: RocksDB's flush and compaction
+    // threads inherit the CPU affinity of the thread that starts them, and must not compete
+    // with a shard on its own core.
+    let stores = (0..shards)
+        .map(|id| {
+            open_store(
+                &config.data_dir.join(format!("shard-{id}")),
+                durability,
+                shards,
+            )
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let mut handles = Vec::with_capacity(shards);
     let seeds = listeners
         .into_iter()
         .zip(to_peers)
         .zip(from_peers)
+        .zip(stores)
         .enumerate();
-    for (id, ((listener, to_peers), from_peers)) in seeds {
+    for (id, (((listener, to_peers), from_peers), store)) in seeds {
         let seed = ShardSeed {
             id,
             shards,
@@ -159,8 +171,7 @@ pub fn start(config: Config) -> anyhow::Result<ServerHandle> {
             to_peers,
             from_peers,
             tls: TlsAcceptor::from(tls.clone()),
-            dir: config.data_dir.join(format!("shard-{id}")),
-            durability,
+            store,
             limits,
             stop: stop.clone(),
             ready: ready_tx.clone(),
@@ -247,14 +258,7 @@ fn bind_listeners(addr: SocketAddr, shards: usize) -> anyhow::Result<(SocketAddr
 async fn run_shard(seed: ShardSeed) {
     // SAFETY: the fd came from `into_raw_fd` in `bind_listeners` and is owned by this shard only.
     let listener = unsafe { TcpListener::from_raw_fd(seed.listener) };
-    let store = match open_store(&seed) {
-        Ok(store) => store,
-        Err(e) => {
-            let _ = seed.ready.send(Err(e));
-            return;
-        }
-    };
-    let shard = Rc::new(Shard::new(seed.id, seed.shards, store, seed.limits));
+    let shard = Rc::new(Shard::new(seed.id, seed.shards, seed.store, seed.limits));
 
     // Connect both ends of every channel concurrently: each connect waits for its peer.
     let senders: Vec<_> = seed
@@ -328,16 +332,20 @@ async fn run_shard(seed: ShardSeed) {
     tracing::info!(shard = seed.id, "shard stopped");
 }
 
-fn open_store(seed: &ShardSeed) -> anyhow::Result<Store> {
-    let store = Store::open(&seed.dir, seed.durability)
-        .with_context(|| format!("opening {}", seed.dir.display()))?;
-    let shards = seed.shards.to_string();
+fn open_store(
+    dir: &std::path::Path,
+    durability: Durability,
+    shards: usize,
+) -> anyhow::Result<Store> {
+    let store =
+        Store::open(dir, durability).with_context(|| format!("opening {}", dir.display()))?;
+    let shards = shards.to_string();
     match store.meta("shards")? {
         None => store.set_meta("shards", shards.as_bytes())?,
         Some(v) if v == shards.as_bytes() => {}
         Some(v) => anyhow::bail!(
             "{} was created for {} shards, not {shards}",
-            seed.dir.display(),
+            dir.display(),
             String::from_utf8_lossy(&v)
         ),
     }
