@@ -334,6 +334,9 @@ async fn run_thread(
     Ok(result)
 }
 
+/// How often a receiving connection acknowledges its inbox (one Ack covers everything).
+const ACK_EVERY: Duration = Duration::from_millis(100);
+
 async fn write_loop(out: Rc<Out>, mut writer: impl futures_lite::AsyncWrite + Unpin) {
     loop {
         let batch = out.next().await;
@@ -353,6 +356,7 @@ async fn read_loop(
     let mut buf = BytesMut::new();
     let mut chunk = vec![0u8; 64 * 1024];
     let mut unacked_seq = 0u64;
+    let mut last_ack = Instant::now();
     loop {
         match reader.read(&mut chunk).await {
             Ok(0) | Err(_) => return,
@@ -397,8 +401,9 @@ async fn read_loop(
                 _ => {}
             }
         }
-        // Acknowledge what arrived, batched per read.
-        if unacked_seq > 0 {
+        // Acknowledge what arrived, batched as a real client does: at most every ACK_EVERY.
+        if unacked_seq > 0 && last_ack.elapsed() >= ACK_EVERY {
+            last_ack = Instant::now();
             out.push(&envelope(
                 out.request_id(),
                 Body::Ack(pb::Ack {

@@ -93,6 +93,9 @@ pub struct Store {
     /// `None` once closed: closing must not wait for every holder of the store to go away.
     db: RefCell<Option<DB>>,
     write_opts: WriteOptions,
+    /// For the ack cursor: no WAL. Losing a cursor update in a crash only means events are
+    /// delivered again, which clients deduplicate by seq; it is not worth a log write.
+    cursor_opts: WriteOptions,
     /// Cache of each user's last inbox seq, so appends don't read the disk for it.
     heads: RefCell<HashMap<u64, u64>>,
 }
@@ -126,9 +129,12 @@ impl Store {
         let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
         let mut write_opts = WriteOptions::default();
         write_opts.set_sync(durability == Durability::Fsync);
+        let mut cursor_opts = WriteOptions::default();
+        cursor_opts.disable_wal(true);
         Ok(Self {
             db: RefCell::new(Some(db)),
             write_opts,
+            cursor_opts,
             heads: RefCell::new(HashMap::new()),
         })
     }
@@ -394,6 +400,7 @@ impl Store {
     }
 
     /// Moves the acknowledged cursor forward to `seq` (never backwards); returns the cursor.
+    /// Not logged: after a crash the cursor may be older (see `cursor_opts`).
     pub fn ack(&self, user_id: u64, seq: u64) -> Result<u64> {
         let db = self.db()?;
         let current = self.acked(user_id)?;
@@ -404,7 +411,7 @@ impl Store {
             cf_handle(&db, CF_CURSORS),
             keys::user(user_id),
             seq.to_be_bytes(),
-            &self.write_opts,
+            &self.cursor_opts,
         )?;
         Ok(seq)
     }
