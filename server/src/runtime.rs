@@ -298,6 +298,15 @@ async fn run_shard(seed: ShardSeed) {
         }));
     }
 
+    // Group commit: runs after the tasks that staged writes, so their writes share a batch.
+    let committing = shard.clone();
+    services.push(glommio::spawn_local(async move {
+        loop {
+            committing.commit_wanted().await;
+            committing.commit_staged();
+        }
+    }));
+
     let acceptor = seed.tls;
     let accepting = shard.clone();
     services.push(glommio::spawn_local(async move {
@@ -325,6 +334,7 @@ async fn run_shard(seed: ShardSeed) {
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }
     drop(services);
+    shard.commit_staged();
     // Close the database now: a task that still holds the shard must not keep it open.
     if let Err(e) = shard.store.close() {
         tracing::error!(shard = seed.id, "flush on shutdown failed: {e}");

@@ -71,6 +71,23 @@ pub enum ShardMsg {
     SessionClosed { user: u64, conn: ConnRef },
 }
 
+/// Work that waits for the shard's next group commit (see [`Shard::commit_staged`]).
+#[derive(Debug)]
+pub enum AfterCommit {
+    /// A message staged in the recipient's inbox.
+    StoredForRecipient {
+        reply: Reply,
+        msg: pb::Message,
+        duplicate: bool,
+    },
+    /// A message staged in the sender's history.
+    RecordedForSender {
+        reply: Reply,
+        msg: pb::Message,
+        duplicate: bool,
+    },
+}
+
 /// Limits applied to client input.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -123,6 +140,8 @@ pub struct Shard {
     next_generation: Cell<u64>,
     outboxes: Vec<RefCell<Vec<ShardMsg>>>,
     outbox_ready: Vec<Signal>,
+    after_commit: RefCell<Vec<AfterCommit>>,
+    commit_ready: Signal,
 }
 
 impl Shard {
@@ -139,6 +158,8 @@ impl Shard {
             next_generation: Cell::new(1),
             outboxes: (0..shards).map(|_| RefCell::default()).collect(),
             outbox_ready: (0..shards).map(|_| Signal::default()).collect(),
+            after_commit: RefCell::default(),
+            commit_ready: Signal::default(),
         }
     }
 
@@ -176,6 +197,53 @@ impl Shard {
                 duplicate,
             } => cmd::send::stored(self, reply, msg, duplicate),
             ShardMsg::SessionClosed { user, conn } => self.end_session(user, conn),
+        }
+    }
+
+    // ---- group commit ----
+
+    /// Queues work for after the next commit of the staged writes. Everything staged while
+    /// the shard works through its ready tasks (a read's worth of frames, a batch from
+    /// another shard) is committed together: one WAL write, one fsync in fsync mode.
+    pub fn after_commit(&self, work: AfterCommit) {
+        self.after_commit.borrow_mut().push(work);
+        self.commit_ready.raise();
+    }
+
+    /// Waits until there is something to commit.
+    pub async fn commit_wanted(&self) {
+        self.commit_ready.wait().await;
+    }
+
+    /// Commits the staged writes, then finishes the work that waited for them, in order.
+    pub fn commit_staged(self: &Rc<Self>) {
+        let work = std::mem::take(&mut *self.after_commit.borrow_mut());
+        if let Err(e) = self.store.commit() {
+            tracing::error!(
+                shard = self.id,
+                "group commit of {} sends failed: {e}",
+                work.len()
+            );
+            for item in work {
+                let (AfterCommit::StoredForRecipient { reply, .. }
+                | AfterCommit::RecordedForSender { reply, .. }) = item;
+                self.fail(reply, ErrorCode::Internal, "internal server error");
+            }
+            return;
+        }
+        for item in work {
+            match item {
+                AfterCommit::StoredForRecipient {
+                    reply,
+                    msg,
+                    duplicate,
+                } => cmd::send::durable_for_recipient(self, reply, msg, duplicate),
+                AfterCommit::RecordedForSender {
+                    reply,
+                    msg,
+                    duplicate,
+                } => cmd::send::durable_for_sender(self, reply, &msg, duplicate),
+            }
         }
     }
 

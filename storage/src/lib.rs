@@ -96,6 +96,10 @@ pub struct Store {
     /// For the ack cursor: no WAL. Losing a cursor update in a crash only means events are
     /// delivered again, which clients deduplicate by seq; it is not worth a log write.
     cursor_opts: WriteOptions,
+    /// Writes staged for the next group commit.
+    pending: RefCell<WriteBatch>,
+    /// Idempotency records staged but not yet committed.
+    staged_sends: RefCell<HashMap<[u8; 24], SendRecord>>,
     /// Cache of each user's last inbox seq, so appends don't read the disk for it.
     heads: RefCell<HashMap<u64, u64>>,
 }
@@ -135,6 +139,8 @@ impl Store {
             db: RefCell::new(Some(db)),
             write_opts,
             cursor_opts,
+            pending: RefCell::default(),
+            staged_sends: RefCell::default(),
             heads: RefCell::new(HashMap::new()),
         })
     }
@@ -282,20 +288,30 @@ impl Store {
         sender: u64,
         client_msg_id: u64,
     ) -> Result<Option<SendRecord>> {
-        self.get(
-            CF_IDEMPOTENCY,
-            &keys::idempotency(recipient, sender, client_msg_id),
-        )
+        let key = keys::idempotency(recipient, sender, client_msg_id);
+        if let Some(staged) = self.staged_sends.borrow().get(&key) {
+            return Ok(Some(staged.clone()));
+        }
+        self.get(CF_IDEMPOTENCY, &key)
     }
 
-    /// Stores an incoming 1:1 message for `msg.to_user_id`: appends it to the recipient's
+    /// Stores an incoming 1:1 message for `msg.to_user_id` now: [`Store::stage_message`]
+    /// followed by [`Store::commit`].
+    pub fn append_message(&self, msg: &pb::Message) -> Result<(Appended, pb::Message)> {
+        let appended = self.stage_message(msg)?;
+        self.commit()?;
+        Ok(appended)
+    }
+
+    /// Stages an incoming 1:1 message for `msg.to_user_id`: appends it to the recipient's
     /// inbox with the next seq, indexes it in the recipient's history and records the
-    /// (sender, client_msg_id) so a retry is stored once. All in one batch.
+    /// (sender, client_msg_id) so a retry is stored once. The three writes go into the
+    /// pending batch; nothing is durable (or visible to readers) until [`Store::commit`], but
+    /// seqs and duplicate detection already account for it.
     ///
     /// `msg.seq` is ignored and assigned here; `msg.timestamp_us` must be set by the caller.
-    /// On a duplicate nothing is written and the original seq and timestamp are returned.
-    pub fn append_message(&self, msg: &pb::Message) -> Result<(Appended, pb::Message)> {
-        let db = self.db()?;
+    /// On a duplicate nothing is staged and the original seq and timestamp are returned.
+    pub fn stage_message(&self, msg: &pb::Message) -> Result<(Appended, pb::Message)> {
         let (to, from) = (msg.to_user_id, msg.from_user_id);
         if let Some(prev) = self.find_send(to, from, msg.client_msg_id)? {
             let appended = Appended {
@@ -323,23 +339,27 @@ impl Store {
             seq,
             timestamp_us: msg.timestamp_us,
         };
-        let mut batch = WriteBatch::default();
-        batch.put_cf(
-            cf_handle(&db, CF_INBOX),
-            keys::inbox(to, seq),
-            event.encode_to_vec(),
-        );
-        batch.put_cf(
-            cf_handle(&db, CF_HISTORY),
-            keys::history(to, from, msg.timestamp_us),
-            stored.encode_to_vec(),
-        );
-        batch.put_cf(
-            cf_handle(&db, CF_IDEMPOTENCY),
-            keys::idempotency(to, from, msg.client_msg_id),
-            record.encode_to_vec(),
-        );
-        db.write_opt(batch, &self.write_opts)?;
+        let idem_key = keys::idempotency(to, from, msg.client_msg_id);
+        {
+            let db = self.db()?;
+            let mut batch = self.pending.borrow_mut();
+            batch.put_cf(
+                cf_handle(&db, CF_INBOX),
+                keys::inbox(to, seq),
+                event.encode_to_vec(),
+            );
+            batch.put_cf(
+                cf_handle(&db, CF_HISTORY),
+                keys::history(to, from, msg.timestamp_us),
+                stored.encode_to_vec(),
+            );
+            batch.put_cf(
+                cf_handle(&db, CF_IDEMPOTENCY),
+                idem_key,
+                record.encode_to_vec(),
+            );
+        }
+        self.staged_sends.borrow_mut().insert(idem_key, record);
         self.heads.borrow_mut().insert(to, seq);
         let appended = Appended {
             seq,
@@ -349,17 +369,45 @@ impl Store {
         Ok((appended, stored))
     }
 
-    /// Records a message the owner sent in the owner's own history (sender side copy).
-    /// Idempotent: the key is (sender, recipient, timestamp), so a retry overwrites itself.
+    /// Records a message the owner sent in the owner's own history now.
     pub fn record_sent(&self, msg: &pb::Message) -> Result<()> {
+        self.stage_sent(msg)?;
+        self.commit()
+    }
+
+    /// Stages the sender-side history copy of a message (durable after [`Store::commit`]).
+    /// Idempotent: the key is (sender, recipient, timestamp), so a retry overwrites itself.
+    pub fn stage_sent(&self, msg: &pb::Message) -> Result<()> {
         let db = self.db()?;
-        db.put_cf_opt(
+        self.pending.borrow_mut().put_cf(
             cf_handle(&db, CF_HISTORY),
             keys::history(msg.from_user_id, msg.to_user_id, msg.timestamp_us),
             msg.encode_to_vec(),
-            &self.write_opts,
-        )?;
+        );
         Ok(())
+    }
+
+    /// Whether staged writes wait for [`Store::commit`].
+    pub fn has_staged(&self) -> bool {
+        !self.pending.borrow().is_empty()
+    }
+
+    /// Writes everything staged as one batch: one WAL append (and one fsync in
+    /// `Durability::Fsync`) for all of it, i.e. group commit. On failure nothing staged is
+    /// kept and cached sequence heads are dropped, so they are re-read from disk.
+    pub fn commit(&self) -> Result<()> {
+        let batch = std::mem::take(&mut *self.pending.borrow_mut());
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let written = self
+            .db()
+            .and_then(|db| Ok(db.write_opt(batch, &self.write_opts)?));
+        self.staged_sends.borrow_mut().clear();
+        if written.is_err() {
+            self.heads.borrow_mut().clear();
+        }
+        written
     }
 
     /// Up to `limit` inbox events of `user_id` with seq > `after_seq`, in seq order.

@@ -151,3 +151,22 @@ fn everything_survives_reopen() {
     // The seq continues after a reopen, with no gap and no reuse.
     assert_eq!(s.append_message(&msg(1, 10, 3, 7, "c")).unwrap().0.seq, 3);
 }
+
+#[test]
+fn staged_writes_count_for_seqs_and_duplicates_and_land_in_one_commit() {
+    let (_dir, s) = store();
+    let (a, _) = s.stage_message(&msg(1, 2, 10, 100, "a")).unwrap();
+    let (b, _) = s.stage_message(&msg(1, 2, 11, 101, "b")).unwrap();
+    assert_eq!((a.seq, b.seq), (1, 2));
+    // A retry before the commit is still recognised.
+    let (again, _) = s.stage_message(&msg(1, 2, 10, 102, "a")).unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.seq, 1);
+    // Not durable nor readable until committed.
+    assert!(s.has_staged());
+    assert!(s.read_inbox(2, 0, 10).unwrap().is_empty());
+    s.commit().unwrap();
+    assert!(!s.has_staged());
+    assert_eq!(s.read_inbox(2, 0, 10).unwrap().len(), 2);
+    assert!(s.find_send(2, 1, 11).unwrap().is_some());
+}

@@ -1,6 +1,6 @@
-//! SendMessage: stored on the recipient's shard (durable before anything else happens),
-//! pushed to the recipient's live sessions, then recorded in the sender's history on the
-//! sender's shard, which acks.
+//! SendMessage: staged on the recipient's shard and made durable by that shard's next group
+//! commit; then pushed to the recipient's live sessions and handed to the sender's shard,
+//! which records it in the sender's history (its own group commit) and acks.
 
 use std::rc::Rc;
 
@@ -9,7 +9,7 @@ use chat_protocol::ErrorCode;
 
 use crate::request::Send;
 use crate::routing::shard_of_user;
-use crate::shard::{Reply, Shard, ShardMsg};
+use crate::shard::{AfterCommit, Reply, Shard, ShardMsg};
 
 /// Runs on the recipient's shard.
 pub fn run(shard: &Rc<Shard>, reply: Reply, sender: u64, send: Send) {
@@ -29,33 +29,50 @@ pub fn run(shard: &Rc<Shard>, reply: Reply, sender: u64, send: Send) {
         timestamp_us: shard.clock.next(),
         text: send.text,
     };
-    let (appended, stored) = match shard.store.append_message(&msg) {
-        Ok(done) => done,
-        Err(e) => return shard.internal(reply, &e),
-    };
-    if !appended.duplicate {
-        let event = pb::Event {
-            seq: appended.seq,
-            kind: Some(pb::event::Kind::Message(stored.clone())),
-        };
-        shard.on_appended(send.to_user_id, &event);
-    }
-    shard.dispatch(
-        shard_of_user(sender, shard.shards),
-        ShardMsg::Stored {
+    match shard.store.stage_message(&msg) {
+        Ok((appended, stored)) => shard.after_commit(AfterCommit::StoredForRecipient {
             reply,
             msg: stored,
             duplicate: appended.duplicate,
+        }),
+        Err(e) => shard.internal(reply, &e),
+    }
+}
+
+/// On the recipient's shard, once the message is durable: push it, tell the sender's shard.
+pub fn durable_for_recipient(shard: &Rc<Shard>, reply: Reply, msg: pb::Message, duplicate: bool) {
+    if !duplicate {
+        let event = pb::Event {
+            seq: msg.seq,
+            kind: Some(pb::event::Kind::Message(msg.clone())),
+        };
+        shard.on_appended(msg.to_user_id, &event);
+    }
+    shard.dispatch(
+        shard_of_user(msg.from_user_id, shard.shards),
+        ShardMsg::Stored {
+            reply,
+            msg,
+            duplicate,
         },
     );
 }
 
-/// Runs on the sender's shard once the recipient's shard has stored the message.
+/// Runs on the sender's shard once the recipient's shard has made the message durable.
 pub fn stored(shard: &Rc<Shard>, reply: Reply, msg: pb::Message, duplicate: bool) {
     // The sender's copy: idempotent, so a retried send rewrites the same entry.
-    if let Err(e) = shard.store.record_sent(&msg) {
-        return shard.internal(reply, &e);
+    match shard.store.stage_sent(&msg) {
+        Ok(()) => shard.after_commit(AfterCommit::RecordedForSender {
+            reply,
+            msg,
+            duplicate,
+        }),
+        Err(e) => shard.internal(reply, &e),
     }
+}
+
+/// On the sender's shard, once its history copy is durable: the ack.
+pub fn durable_for_sender(shard: &Rc<Shard>, reply: Reply, msg: &pb::Message, duplicate: bool) {
     shard.respond(
         reply,
         Body::SendAck(pb::SendAck {
