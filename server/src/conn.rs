@@ -16,7 +16,8 @@ use crate::shard::{Reply, Shard};
 
 /// A peer that has not finished the TLS handshake by then is dropped (slow-loris).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-const READ_CHUNK: usize = 64 * 1024;
+/// Per-connection read buffer: small, because every idle connection holds one.
+const READ_CHUNK: usize = 4 * 1024;
 
 pub async fn serve(shard: Rc<Shard>, tcp: TcpStream, acceptor: TlsAcceptor) {
     let _ = tcp.set_nodelay(true);
@@ -50,7 +51,7 @@ pub async fn serve(shard: Rc<Shard>, tcp: TcpStream, acceptor: TlsAcceptor) {
     });
 
     let decoder = FrameDecoder::new(shard.limits.max_frame_bytes);
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut buf = BytesMut::new();
     let mut chunk = vec![0u8; READ_CHUNK];
     'read: loop {
         loop {
