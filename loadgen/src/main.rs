@@ -53,6 +53,16 @@ pub struct Args {
     /// Write the summary as one JSON object to this file
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,
+    /// Find the knee: start at --rate and multiply it by --step until delivery p99 exceeds
+    /// --p99-bound-ms or the oracle fails; report the highest passing rate
+    #[arg(long)]
+    pub max: bool,
+    /// Rate multiplier per --max step
+    #[arg(long, default_value_t = 1.5)]
+    pub step: f64,
+    /// Delivery p99 bound for --max, milliseconds
+    #[arg(long, default_value_t = 10.0)]
+    pub p99_bound_ms: f64,
 }
 
 impl Args {
@@ -94,20 +104,62 @@ fn run(args: Args) -> anyhow::Result<bool> {
         "offering {:.0} msg/s for {:.0}+{:.0} s over {} connections on {} thread(s)",
         args.rate, args.warmup, args.duration, args.users, args.threads
     );
+    if !args.max {
+        let summary = measure(&args, users)?;
+        if let Some(path) = &args.json {
+            std::fs::write(path, summary.json().to_string() + "\n")?;
+        }
+        return Ok(summary.clean());
+    }
+    anyhow::ensure!(args.step > 1.0, "--step must be above 1");
+    let mut step_args = args.clone();
+    let mut knee: Option<report::Summary> = None;
+    loop {
+        eprintln!("--max: trying {:.0} msg/s", step_args.rate);
+        let summary = measure(&step_args, users.clone())?;
+        let passed = summary.clean() && summary.delivery_p99_ms() <= args.p99_bound_ms;
+        if !passed {
+            println!(
+                "--max: {:.0} msg/s fails (delivery p99 {:.3} ms, clean: {})",
+                step_args.rate,
+                summary.delivery_p99_ms(),
+                summary.clean()
+            );
+            break;
+        }
+        knee = Some(summary);
+        step_args.rate *= args.step;
+    }
+    let Some(knee) = knee else {
+        println!("--max: even the starting rate {:.0} msg/s fails", args.rate);
+        return Ok(false);
+    };
+    println!(
+        "--max: knee = {:.0} msg/s (highest rate with delivery p99 <= {} ms and a clean oracle)",
+        knee.offered_rate(),
+        args.p99_bound_ms
+    );
+    if let Some(path) = &args.json {
+        let mut json = knee.json();
+        json["knee_rate"] = serde_json::json!(knee.offered_rate());
+        std::fs::write(path, json.to_string() + "\n")?;
+    }
+    Ok(true)
+}
+
+/// One run at `args.rate`: applies the load, prints and returns the summary.
+fn measure(args: &Args, users: Vec<accounts::Account>) -> anyhow::Result<report::Summary> {
     let cpu_before = report::process_cpu();
     let wall = std::time::Instant::now();
-    let results = shard::run_all(&args, users)?;
+    let results = shard::run_all(args, users)?;
     let cpu = report::process_cpu().saturating_sub(cpu_before);
     let summary = report::Summary::new(
-        &args,
+        args,
         results,
         cpu,
         wall.elapsed(),
         Duration::from_secs_f64(args.duration),
     );
     summary.print();
-    if let Some(path) = &args.json {
-        std::fs::write(path, summary.json().to_string() + "\n")?;
-    }
-    Ok(summary.clean())
+    Ok(summary)
 }

@@ -98,6 +98,14 @@ impl Summary {
         s
     }
 
+    pub fn offered_rate(&self) -> f64 {
+        self.offered_rate
+    }
+
+    pub fn delivery_p99_ms(&self) -> f64 {
+        q(&self.delivery, 0.99)
+    }
+
     /// No loss, duplicate, reordering or error.
     pub fn clean(&self) -> bool {
         self.lost == 0 && self.duplicated == 0 && self.reordered == 0 && self.errors == 0
