@@ -12,6 +12,7 @@ use std::time::Duration;
 use clap::Parser;
 
 mod accounts;
+mod progress;
 mod report;
 mod shard;
 mod wire;

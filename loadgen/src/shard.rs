@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::future::poll_fn;
 use std::net::ToSocketAddrs;
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Barrier};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
@@ -21,6 +22,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 
 use crate::accounts::Account;
+use crate::progress::Progress;
 use crate::wire::{self, Stamp};
 use crate::Args;
 
@@ -75,10 +77,15 @@ pub fn run_all(args: &Args, accounts: Vec<Account>) -> anyhow::Result<Vec<Thread
         ^ std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
-    // One clock origin for every thread: a receiver compares a sender's intended time.
     let start = Instant::now();
-    let peer_ids: Arc<Vec<u64>> = Arc::new(accounts.iter().map(|a| a.user_id).collect());
-    let barrier = Arc::new(Barrier::new(args.threads));
+    let shared = Shared {
+        run,
+        start,
+        peer_ids: Arc::new(accounts.iter().map(|a| a.user_id).collect()),
+        barrier: Arc::new(Barrier::new(args.threads)),
+        progress: Arc::new(Progress::default()),
+    };
+    let reporter = shared.progress.report();
     let mut handles = Vec::new();
     for t in 0..args.threads {
         let mine: Vec<Account> = accounts
@@ -86,27 +93,38 @@ pub fn run_all(args: &Args, accounts: Vec<Account>) -> anyhow::Result<Vec<Thread
             .filter(|a| a.index % args.threads == t)
             .cloned()
             .collect();
-        let (args, tls, peer_ids, barrier) =
-            (args.clone(), tls.clone(), peer_ids.clone(), barrier.clone());
+        let (args, tls, shared) = (args.clone(), tls.clone(), shared.clone());
         let placement = match args.pin {
             Some(cpu) => Placement::Fixed(cpu + t),
             None => Placement::Unbound,
         };
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("loadgen-{t}"))
-            .spawn(move || async move {
-                run_thread(args, tls, mine, peer_ids, barrier, run, start).await
-            })
+            .spawn(move || async move { run_thread(args, tls, mine, shared).await })
             .map_err(|e| anyhow::anyhow!("starting loadgen thread {t}: {e}"))?;
         handles.push(handle);
     }
-    handles
+    let results = handles
         .into_iter()
         .map(|h| {
             h.join()
                 .map_err(|e| anyhow::anyhow!("loadgen thread: {e}"))?
         })
-        .collect()
+        .collect();
+    shared.progress.finish();
+    let _ = reporter.join();
+    results
+}
+
+/// What every thread of a run shares.
+#[derive(Clone)]
+struct Shared {
+    run: u32,
+    /// One clock origin: a receiver compares a sender's intended time.
+    start: Instant,
+    peer_ids: Arc<Vec<u64>>,
+    barrier: Arc<Barrier>,
+    progress: Arc<Progress>,
 }
 
 fn client_config(args: &Args) -> anyhow::Result<rustls::ClientConfig> {
@@ -125,6 +143,7 @@ fn client_config(args: &Args) -> anyhow::Result<rustls::ClientConfig> {
 struct State {
     run: u32,
     start: Instant,
+    progress: Arc<Progress>,
     /// Intended times before this are warm-up: sent and checked, not recorded.
     record_from_ns: Cell<u64>,
     /// End of the measured window (acks after it, e.g. while draining, do not count).
@@ -186,14 +205,19 @@ async fn run_thread(
     args: Args,
     tls: Arc<rustls::ClientConfig>,
     mine: Vec<Account>,
-    peer_ids: Arc<Vec<u64>>,
-    barrier: Arc<Barrier>,
-    run: u32,
-    start: Instant,
+    shared: Shared,
 ) -> anyhow::Result<ThreadResult> {
+    let Shared {
+        run,
+        start,
+        peer_ids,
+        barrier,
+        progress,
+    } = shared;
     let state = Rc::new(State {
         run,
         start,
+        progress,
         record_from_ns: Cell::new(u64::MAX),
         record_until_ns: Cell::new(u64::MAX),
         result: RefCell::new(ThreadResult::new()),
@@ -310,6 +334,7 @@ async fn run_thread(
                 }),
             ));
             state.inflight.set(state.inflight.get() + 1);
+            state.progress.sent.fetch_add(1, Ordering::Relaxed);
             let mut r = state.result.borrow_mut();
             r.sent += 1;
             if due >= state.record_from_ns.get() {
@@ -374,6 +399,7 @@ async fn read_loop(
                     state.inflight.set(state.inflight.get().saturating_sub(1));
                     let mut r = state.result.borrow_mut();
                     *r.acked.entry(me).or_default() += 1;
+                    state.progress.acked.fetch_add(1, Ordering::Relaxed);
                     let window = state.record_from_ns.get()..state.record_until_ns.get();
                     if window.contains(&now) {
                         r.acked_in_window += 1;
@@ -437,10 +463,9 @@ fn on_message(state: &State, text: &str, now: u64) {
         r.reordered += 1;
     }
     *max = (*max).max(stamp.counter);
-    if stamp.intended_ns < state.record_from_ns.get() {
-        return;
+    let latency_us = (now.saturating_sub(stamp.intended_ns) / 1000).max(1);
+    state.progress.delivered(latency_us);
+    if stamp.intended_ns >= state.record_from_ns.get() {
+        let _ = r.delivery.record(latency_us);
     }
-    let _ = r
-        .delivery
-        .record(((now.saturating_sub(stamp.intended_ns)) / 1000).max(1));
 }
