@@ -12,6 +12,7 @@ use std::time::Duration;
 use clap::Parser;
 
 mod accounts;
+mod oracle;
 mod progress;
 mod report;
 mod shard;

@@ -1,7 +1,7 @@
 //! One load generator thread: its connections, its open-loop schedule, its measurements.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::future::poll_fn;
 use std::net::ToSocketAddrs;
 use std::rc::Rc;
@@ -22,6 +22,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 
 use crate::accounts::Account;
+use crate::oracle::{Oracle, Verdict};
 use crate::progress::Progress;
 use crate::wire::{self, Stamp};
 use crate::Args;
@@ -149,9 +150,7 @@ struct State {
     /// End of the measured window (acks after it, e.g. while draining, do not count).
     record_until_ns: Cell<u64>,
     result: RefCell<ThreadResult>,
-    /// Per receiver: counters seen from its sender.
-    seen: RefCell<HashMap<usize, HashSet<u64>>>,
-    max_seen: RefCell<HashMap<usize, u64>>,
+    oracle: RefCell<Oracle>,
     inflight: Cell<u64>,
 }
 
@@ -221,8 +220,7 @@ async fn run_thread(
         record_from_ns: Cell::new(u64::MAX),
         record_until_ns: Cell::new(u64::MAX),
         result: RefCell::new(ThreadResult::new()),
-        seen: RefCell::default(),
-        max_seen: RefCell::default(),
+        oracle: RefCell::default(),
         inflight: Cell::new(0),
     });
     let addr = args
@@ -353,8 +351,8 @@ async fn run_thread(
     drop(tasks);
     // Cancelled tasks may still hold the state until the executor drops them: take, not unwrap.
     let mut result = std::mem::replace(&mut *state.result.borrow_mut(), ThreadResult::new());
-    for (sender, seen) in state.seen.take() {
-        result.delivered.insert(sender, seen.len() as u64);
+    for (sender, delivered) in state.oracle.borrow().delivered() {
+        result.delivered.insert(sender, delivered);
     }
     Ok(result)
 }
@@ -441,7 +439,7 @@ async fn read_loop(
     }
 }
 
-/// The oracle: per sender, counters must arrive once each and in increasing order.
+/// A message arrived: judge it, and time it.
 fn on_message(state: &State, text: &str, now: u64) {
     let Some(stamp) = wire::decode(text) else {
         return;
@@ -449,20 +447,19 @@ fn on_message(state: &State, text: &str, now: u64) {
     if stamp.run != state.run {
         return; // a leftover of an earlier run
     }
-    let sender = stamp.sender as usize;
     let mut r = state.result.borrow_mut();
-    let mut seen = state.seen.borrow_mut();
-    let set = seen.entry(sender).or_default();
-    if !set.insert(stamp.counter) {
-        r.duplicated += 1;
-        return;
+    match state
+        .oracle
+        .borrow_mut()
+        .observe(stamp.sender as usize, stamp.counter)
+    {
+        Verdict::Duplicate => {
+            r.duplicated += 1;
+            return;
+        }
+        Verdict::Reordered => r.reordered += 1,
+        Verdict::InOrder => {}
     }
-    let mut max_seen = state.max_seen.borrow_mut();
-    let max = max_seen.entry(sender).or_default();
-    if stamp.counter < *max {
-        r.reordered += 1;
-    }
-    *max = (*max).max(stamp.counter);
     let latency_us = (now.saturating_sub(stamp.intended_ns) / 1000).max(1);
     state.progress.delivered(latency_us);
     if stamp.intended_ns >= state.record_from_ns.get() {
