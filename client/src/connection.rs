@@ -65,18 +65,8 @@ impl Connection {
             .rsplit_once(':')
             .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']'))
             .ok_or_else(|| ClientError::Protocol(format!("address {addr} is not HOST:PORT")))?;
-        let mut roots = RootCertStore::empty();
-        for cert in CertificateDer::pem_file_iter(ca_pem).map_err(tls_err)? {
-            roots.add(cert.map_err(tls_err)?).map_err(tls_err)?;
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(tls_err)?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
         let name = ServerName::try_from(host.to_string()).map_err(tls_err)?;
-        let mut tls = ClientConnection::new(Arc::new(config), name).map_err(tls_err)?;
+        let mut tls = ClientConnection::new(tls_config(ca_pem)?, name).map_err(tls_err)?;
         let mut socket = TcpStream::connect(addr)?;
         socket.set_nodelay(true)?;
         while tls.is_handshaking() {
@@ -330,6 +320,22 @@ impl Drop for Connection {
     fn drop(&mut self) {
         let _ = self.socket.shutdown(Shutdown::Both);
     }
+}
+
+/// The TLS settings every client of chatd uses: TLS 1.3 only, trusting only the CA in
+/// `ca_pem`. Shared with other clients (the load generator) so they cannot drift apart.
+pub fn tls_config(ca_pem: &Path) -> Result<Arc<ClientConfig>> {
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca_pem).map_err(tls_err)? {
+        roots.add(cert.map_err(tls_err)?).map_err(tls_err)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(tls_err)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 fn unexpected(body: &Body) -> ClientError {

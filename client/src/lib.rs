@@ -10,6 +10,6 @@ mod error;
 mod session;
 
 pub use chat_protocol::pb;
-pub use connection::Connection;
+pub use connection::{tls_config, Connection};
 pub use error::{ClientError, Result};
 pub use session::{Credentials, Session};

@@ -18,8 +18,7 @@ use futures_rustls::TlsConnector;
 use glommio::net::TcpStream;
 use glommio::{LocalExecutorBuilder, Placement};
 use hdrhistogram::Histogram;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_pki_types::ServerName;
 
 use crate::accounts::Account;
 use crate::oracle::{Oracle, Verdict};
@@ -73,7 +72,7 @@ pub fn histogram() -> Histogram<u64> {
 
 /// Runs every thread to completion and returns their results.
 pub fn run_all(args: &Args, accounts: Vec<Account>) -> anyhow::Result<Vec<ThreadResult>> {
-    let tls = Arc::new(client_config(args)?);
+    let tls = chat_client::tls_config(&args.ca)?;
     let run: u32 = std::process::id()
         ^ std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -126,18 +125,6 @@ struct Shared {
     peer_ids: Arc<Vec<u64>>,
     barrier: Arc<Barrier>,
     progress: Arc<Progress>,
-}
-
-fn client_config(args: &Args) -> anyhow::Result<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(&args.ca)? {
-        roots.add(cert?)?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
 }
 
 /// Per-thread state shared by its connection tasks (one thread: RefCell, no locks).
