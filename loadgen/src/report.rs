@@ -5,7 +5,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde_json::json;
 
-use crate::shard::ThreadResult;
+use crate::shard::{histogram, ThreadResult};
 use crate::Args;
 
 /// CPU time (user + system) this process has used so far.
@@ -62,10 +62,10 @@ impl Summary {
             duplicated: 0,
             reordered: 0,
             errors: 0,
-            ack: empty(),
-            service: empty(),
-            delivery: empty(),
-            lag: empty(),
+            ack: histogram(),
+            service: histogram(),
+            delivery: histogram(),
+            lag: histogram(),
             cpu_percent: 100.0 * cpu.as_secs_f64() / wall.as_secs_f64().max(1e-9),
             threads: args.threads,
         };
@@ -185,10 +185,6 @@ impl Summary {
             "loadgen_cpu_percent": self.cpu_percent,
         })
     }
-}
-
-fn empty() -> Histogram<u64> {
-    crate::shard::histogram()
 }
 
 /// A quantile in milliseconds (the histograms hold microseconds).

@@ -146,8 +146,8 @@ struct State {
 struct Out {
     buf: RefCell<BytesMut>,
     waker: Cell<Option<Waker>>,
-    /// request_id -> (sender counter, intended ns, actual ns)
-    pending: RefCell<HashMap<u64, (u64, u64, u64)>>,
+    /// request_id -> (intended ns, actual ns) of a send awaiting its ack
+    pending: RefCell<HashMap<u64, (u64, u64)>>,
     next_id: Cell<u64>,
     ready: Cell<bool>,
 }
@@ -306,10 +306,7 @@ async fn run_thread(
                 intended_ns: due,
             };
             let id = s.out.request_id();
-            s.out
-                .pending
-                .borrow_mut()
-                .insert(id, (s.counter, due, actual));
+            s.out.pending.borrow_mut().insert(id, (due, actual));
             s.out.push(&envelope(
                 id,
                 Body::SendMessage(pb::SendMessage {
@@ -376,8 +373,7 @@ async fn read_loop(
         while let Ok(Some(env)) = decoder.decode(&mut buf) {
             match env.body {
                 Some(Body::SendAck(_)) => {
-                    let Some((_, intended, actual)) =
-                        out.pending.borrow_mut().remove(&env.request_id)
+                    let Some((intended, actual)) = out.pending.borrow_mut().remove(&env.request_id)
                     else {
                         continue;
                     };

@@ -482,8 +482,4 @@ impl Shard {
             self.to_conn(conn, Auth::Unchanged, env);
         }
     }
-
-    pub fn online_sessions(&self, user: u64) -> usize {
-        self.sessions.borrow().get(&user).map_or(0, Vec::len)
-    }
 }

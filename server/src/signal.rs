@@ -77,10 +77,6 @@ impl OutQueue {
         self.closed.get()
     }
 
-    pub fn queued_bytes(&self) -> usize {
-        self.buf.borrow().len()
-    }
-
     /// The next bytes to write, or `None` when closed and drained.
     pub async fn next_batch(&self) -> Option<BytesMut> {
         loop {

@@ -16,16 +16,20 @@ pub fn inbox(user_id: u64, seq: u64) -> [u8; 16] {
 
 /// history: owner | peer | timestamp_us (timestamps are unique per server)
 pub fn history(owner: u64, peer: u64, timestamp_us: u64) -> [u8; 24] {
-    let mut k = [0u8; 24];
-    k[..8].copy_from_slice(&owner.to_be_bytes());
-    k[8..16].copy_from_slice(&peer.to_be_bytes());
-    k[16..].copy_from_slice(&timestamp_us.to_be_bytes());
-    k
+    triple(owner, peer, timestamp_us)
 }
 
 /// idempotency: recipient | sender | client_msg_id
 pub fn idempotency(recipient: u64, sender: u64, client_msg_id: u64) -> [u8; 24] {
-    history(recipient, sender, client_msg_id)
+    triple(recipient, sender, client_msg_id)
+}
+
+fn triple(a: u64, b: u64, c: u64) -> [u8; 24] {
+    let mut k = [0u8; 24];
+    k[..8].copy_from_slice(&a.to_be_bytes());
+    k[8..16].copy_from_slice(&b.to_be_bytes());
+    k[16..].copy_from_slice(&c.to_be_bytes());
+    k
 }
 
 fn pair(a: u64, b: u64) -> [u8; 16] {
