@@ -5,18 +5,29 @@
 //! as a lower rate. Each message carries (run, sender, per-sender counter, intended time) in
 //! its text, so the receiving side can measure delivery latency and check that nothing is
 //! lost, duplicated or reordered. Thread-per-core: one glommio executor per `--threads`.
+//!
+//! Besides the summary it can write the results as JSON (`--json`), an HdrHistogram interval
+//! log (`--hlog`) and an SVG latency-by-percentile plot (`--plot`).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use clap::Parser;
 
 mod accounts;
+mod hlog;
+mod live_latency;
 mod oracle;
+mod plot;
 mod progress;
 mod report;
+mod schedule;
 mod shard;
+mod sizes;
 mod wire;
+
+use sizes::SizeDist;
 
 /// Open-loop load generator and correctness oracle for chatd.
 #[derive(Debug, Parser, Clone)]
@@ -34,15 +45,23 @@ pub struct Args {
     /// Connections (users); users are paired and each sends to its partner
     #[arg(long, default_value_t = 200)]
     pub users: usize,
-    /// Measured duration, seconds (after the warm-up)
+    /// Measured duration, seconds (after the ramp and the warm-up)
     #[arg(long, default_value_t = 10.0)]
     pub duration: f64,
-    /// Warm-up, seconds: load is applied but not recorded
+    /// Warm-up, seconds: load is applied at the full --rate but not recorded
     #[arg(long, default_value_t = 2.0)]
     pub warmup: f64,
-    /// Message text size in bytes
+    /// Ramp, seconds, before the warm-up: the offered rate rises linearly from 0 to --rate;
+    /// not recorded
+    #[arg(long, default_value_t = 0.0)]
+    pub ramp: f64,
+    /// Message text size in bytes: every message's with --size-dist fixed, the mean with exp
     #[arg(long, default_value_t = 100)]
     pub size: usize,
+    /// Message size distribution (sizes are drawn from a fixed seed per thread, so reruns send
+    /// the same sizes)
+    #[arg(long, value_enum, default_value_t = SizeDist::Fixed)]
+    pub size_dist: SizeDist,
     /// Load generator threads (glommio executors)
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
@@ -55,6 +74,16 @@ pub struct Args {
     /// Write the summary as one JSON object to this file
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,
+    /// Write an HdrHistogram interval log (V2 deflate): per second of the measured window, a
+    /// histogram tagged "delivery" and one tagged "ack". Values are MICROSECONDS (latency from
+    /// the intended send time); the max column is in ms. For HistogramLogProcessor, pass
+    /// -outputValueUnitRatio 1000 to read milliseconds. With --max: the knee's run
+    #[arg(long, value_name = "PATH")]
+    pub hlog: Option<PathBuf>,
+    /// Write an SVG plot of delivery and ack latency (ms) by percentile, HdrHistogram style.
+    /// With --max: the knee's run (the last passing step)
+    #[arg(long, value_name = "PATH")]
+    pub plot: Option<PathBuf>,
     /// Find the knee: start at --rate and multiply it by --step until delivery p99 exceeds
     /// --p99-bound-ms or the oracle fails; report the highest passing rate
     #[arg(long)]
@@ -69,7 +98,10 @@ pub struct Args {
 
 impl Args {
     fn validate(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(self.rate > 0.0, "--rate must be positive");
+        anyhow::ensure!(
+            self.rate > 0.0 && self.rate.is_finite(),
+            "--rate must be positive"
+        );
         anyhow::ensure!(
             self.users >= 2 && self.users.is_multiple_of(2),
             "--users must be even and at least 2"
@@ -80,7 +112,14 @@ impl Args {
             "--size must be at least {}",
             wire::MIN_TEXT
         );
+        anyhow::ensure!(
+            self.size_dist == SizeDist::Fixed || self.size <= sizes::MAX_TEXT,
+            "--size must be at most {} with --size-dist exp",
+            sizes::MAX_TEXT
+        );
         anyhow::ensure!(self.duration > 0.0, "--duration must be positive");
+        // Checks that --ramp, --warmup and --duration are usable durations.
+        schedule::Phases::from_args(self)?;
         Ok(())
     }
 }
@@ -103,14 +142,22 @@ fn run(args: Args) -> anyhow::Result<bool> {
     eprintln!("preparing {} accounts...", args.users);
     let users = accounts::prepare(&args)?;
     eprintln!(
-        "offering {:.0} msg/s for {:.0}+{:.0} s over {} connections on {} thread(s)",
-        args.rate, args.warmup, args.duration, args.users, args.threads
+        "offering {:.0} msg/s for {}{:.0}+{:.0} s (warm-up+measured) over {} connections on {} \
+         thread(s)",
+        args.rate,
+        if args.ramp > 0.0 {
+            format!("a {:.0} s ramp, then ", args.ramp)
+        } else {
+            String::new()
+        },
+        args.warmup,
+        args.duration,
+        args.users,
+        args.threads
     );
     if !args.max {
         let summary = measure(&args, users)?;
-        if let Some(path) = &args.json {
-            std::fs::write(path, summary.json().to_string() + "\n")?;
-        }
+        write_outputs(&args, &summary, None)?;
         return Ok(summary.clean());
     }
     anyhow::ensure!(args.step > 1.0, "--step must be above 1");
@@ -141,12 +188,43 @@ fn run(args: Args) -> anyhow::Result<bool> {
         knee.offered_rate(),
         args.p99_bound_ms
     );
-    if let Some(path) = &args.json {
-        let mut json = knee.json();
-        json["knee_rate"] = serde_json::json!(knee.offered_rate());
-        std::fs::write(path, json.to_string() + "\n")?;
-    }
+    write_outputs(&args, &knee, Some(knee.offered_rate()))?;
     Ok(true)
+}
+
+/// Writes the files asked for: --json, --hlog, --plot.
+fn write_outputs(
+    args: &Args,
+    summary: &report::Summary,
+    knee_rate: Option<f64>,
+) -> anyhow::Result<()> {
+    let what = match knee_rate {
+        Some(rate) => format!("chat-loadgen --max knee: {rate:.0} msg/s offered"),
+        None => format!("chat-loadgen: {:.0} msg/s offered", summary.offered_rate()),
+    };
+    if let Some(path) = &args.json {
+        let mut json = summary.json();
+        if let Some(rate) = knee_rate {
+            json["knee_rate"] = serde_json::json!(rate);
+        }
+        std::fs::write(path, json.to_string() + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &args.hlog {
+        let intervals = summary
+            .intervals()
+            .context("no interval histograms were recorded")?;
+        intervals.write(path, &what)?;
+    }
+    if let Some(path) = &args.plot {
+        plot::write_svg(
+            path,
+            &format!("{what}: latency by percentile"),
+            &[("delivery", summary.delivery()), ("ack", summary.ack())],
+        )
+        .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// One run at `args.rate`: applies the load, prints and returns the summary.

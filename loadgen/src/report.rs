@@ -5,8 +5,18 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde_json::json;
 
+use crate::hlog::IntervalHistograms;
 use crate::shard::{histogram, ThreadResult};
 use crate::Args;
+
+/// CPU use per load generator thread above which the load generator itself may be what limits
+/// the run: its own queueing then shows up as server latency.
+const SATURATED_CPU_PERCENT_PER_THREAD: f64 = 85.0;
+
+/// Whether the load generator was busy enough to distort what it measured.
+fn loadgen_saturated(cpu_percent: f64, threads: usize) -> bool {
+    cpu_percent / threads.max(1) as f64 > SATURATED_CPU_PERCENT_PER_THREAD
+}
 
 /// CPU time (user + system) this process has used so far.
 pub fn process_cpu() -> Duration {
@@ -38,6 +48,8 @@ pub struct Summary {
     service: Histogram<u64>,
     delivery: Histogram<u64>,
     lag: Histogram<u64>,
+    /// Per-second delivery and ack histograms, with --hlog.
+    intervals: Option<IntervalHistograms>,
     cpu_percent: f64,
     threads: usize,
 }
@@ -66,6 +78,7 @@ impl Summary {
             service: histogram(),
             delivery: histogram(),
             lag: histogram(),
+            intervals: None,
             cpu_percent: 100.0 * cpu.as_secs_f64() / wall.as_secs_f64().max(1e-9),
             threads: args.threads,
         };
@@ -80,6 +93,11 @@ impl Summary {
             let _ = s.service.add(&r.service);
             let _ = s.delivery.add(&r.delivery);
             let _ = s.lag.add(&r.lag);
+            match (&mut s.intervals, r.intervals) {
+                (Some(all), Some(mine)) => all.add(&mine),
+                (all @ None, mine) => *all = mine,
+                (Some(_), None) => {}
+            }
             for (k, v) in r.acked {
                 *acked_by.entry(k).or_insert(0u64) += v;
             }
@@ -104,6 +122,20 @@ impl Summary {
 
     pub fn delivery_p99_ms(&self) -> f64 {
         q(&self.delivery, 0.99)
+    }
+
+    /// Send -> delivered latency, microseconds.
+    pub fn delivery(&self) -> &Histogram<u64> {
+        &self.delivery
+    }
+
+    /// Send -> ack latency, microseconds.
+    pub fn ack(&self) -> &Histogram<u64> {
+        &self.ack
+    }
+
+    pub fn intervals(&self) -> Option<&IntervalHistograms> {
+        self.intervals.as_ref()
     }
 
     /// No loss, duplicate, reordering or error.
@@ -151,9 +183,13 @@ impl Summary {
             "loadgen cpu {:.0}% of {} thread(s)",
             self.cpu_percent, self.threads
         );
-        if self.cpu_percent > 90.0 * self.threads as f64 {
+        if loadgen_saturated(self.cpu_percent, self.threads) {
             println!(
-                "warning: the load generator is saturated; latencies include its own queueing"
+                "WARNING: the load generator used {:.0}% CPU per thread (over {:.0}%): it may be \
+                 the bottleneck, and its own queueing is in these latencies; rerun with more \
+                 --threads (and --pin them to free cores) or a lower --rate",
+                self.cpu_percent / self.threads.max(1) as f64,
+                SATURATED_CPU_PERCENT_PER_THREAD
             );
         }
         if self.achieved_rate < 0.95 * self.offered_rate {
@@ -183,6 +219,7 @@ impl Summary {
             "delivery_max_ms": self.delivery.max() as f64 / 1000.0,
             "schedule_lag_p99_ms": q(&self.lag, 0.99),
             "loadgen_cpu_percent": self.cpu_percent,
+            "loadgen_saturated": loadgen_saturated(self.cpu_percent, self.threads),
         })
     }
 }
@@ -190,4 +227,17 @@ impl Summary {
 /// A quantile in milliseconds (the histograms hold microseconds).
 fn q(h: &Histogram<u64>, quantile: f64) -> f64 {
     h.value_at_quantile(quantile) as f64 / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn saturation_is_judged_per_thread() {
+        assert!(!loadgen_saturated(85.0, 1));
+        assert!(loadgen_saturated(86.0, 1));
+        assert!(!loadgen_saturated(160.0, 2));
+        assert!(loadgen_saturated(180.0, 2));
+    }
 }

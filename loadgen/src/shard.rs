@@ -8,7 +8,7 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Barrier};
 use std::task::{Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::BytesMut;
 use chat_protocol::pb::{self, envelope::Body};
@@ -21,8 +21,11 @@ use hdrhistogram::Histogram;
 use rustls_pki_types::ServerName;
 
 use crate::accounts::Account;
+use crate::hlog::IntervalHistograms;
 use crate::oracle::{Oracle, Verdict};
 use crate::progress::Progress;
+use crate::schedule::{Phases, Schedule};
+use crate::sizes::MessageSizes;
 use crate::wire::{self, Stamp};
 use crate::Args;
 
@@ -44,6 +47,8 @@ pub struct ThreadResult {
     pub service: Histogram<u64>,
     pub delivery: Histogram<u64>,
     pub lag: Histogram<u64>,
+    /// Per-second delivery and ack histograms, with --hlog.
+    pub intervals: Option<IntervalHistograms>,
 }
 
 impl ThreadResult {
@@ -60,6 +65,25 @@ impl ThreadResult {
             service: histogram(),
             delivery: histogram(),
             lag: histogram(),
+            intervals: None,
+        }
+    }
+
+    /// An ack of a recorded send; `due_in_window` is how far into the window it was due.
+    fn record_ack(&mut self, due_in_window: Duration, ack_us: u64, service_us: u64) {
+        let _ = self.service.record(service_us);
+        if self.ack.record(ack_us).is_ok() {
+            if let Some(intervals) = &mut self.intervals {
+                intervals.record_ack(due_in_window, ack_us);
+            }
+        }
+    }
+
+    fn record_delivery(&mut self, due_in_window: Duration, latency_us: u64) {
+        if self.delivery.record(latency_us).is_ok() {
+            if let Some(intervals) = &mut self.intervals {
+                intervals.record_delivery(due_in_window, latency_us);
+            }
         }
     }
 }
@@ -73,6 +97,7 @@ pub fn histogram() -> Histogram<u64> {
 /// Runs every thread to completion and returns their results.
 pub fn run_all(args: &Args, accounts: Vec<Account>) -> anyhow::Result<Vec<ThreadResult>> {
     let tls = chat_client::tls_config(&args.ca)?;
+    let phases = Phases::from_args(args)?;
     let run: u32 = std::process::id()
         ^ std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -81,9 +106,11 @@ pub fn run_all(args: &Args, accounts: Vec<Account>) -> anyhow::Result<Vec<Thread
     let shared = Shared {
         run,
         start,
+        start_wall: SystemTime::now(),
+        phases,
         peer_ids: Arc::new(accounts.iter().map(|a| a.user_id).collect()),
         barrier: Arc::new(Barrier::new(args.threads)),
-        progress: Arc::new(Progress::default()),
+        progress: Arc::new(Progress::new(phases)),
     };
     let reporter = shared.progress.report();
     let mut handles = Vec::new();
@@ -100,7 +127,7 @@ pub fn run_all(args: &Args, accounts: Vec<Account>) -> anyhow::Result<Vec<Thread
         };
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("loadgen-{t}"))
-            .spawn(move || async move { run_thread(args, tls, mine, shared).await })
+            .spawn(move || async move { run_thread(args, t, tls, mine, shared).await })
             .map_err(|e| anyhow::anyhow!("starting loadgen thread {t}: {e}"))?;
         handles.push(handle);
     }
@@ -112,6 +139,7 @@ pub fn run_all(args: &Args, accounts: Vec<Account>) -> anyhow::Result<Vec<Thread
         })
         .collect();
     shared.progress.finish();
+    reporter.thread().unpark();
     let _ = reporter.join();
     results
 }
@@ -122,6 +150,9 @@ struct Shared {
     run: u32,
     /// One clock origin: a receiver compares a sender's intended time.
     start: Instant,
+    /// The wall-clock time of `start`, for the interval log.
+    start_wall: SystemTime,
+    phases: Phases,
     peer_ids: Arc<Vec<u64>>,
     barrier: Arc<Barrier>,
     progress: Arc<Progress>,
@@ -189,6 +220,7 @@ struct Sender {
 
 async fn run_thread(
     args: Args,
+    thread: usize,
     tls: Arc<rustls::ClientConfig>,
     mine: Vec<Account>,
     shared: Shared,
@@ -196,6 +228,8 @@ async fn run_thread(
     let Shared {
         run,
         start,
+        start_wall,
+        phases,
         peer_ids,
         barrier,
         progress,
@@ -269,23 +303,32 @@ async fn run_thread(
     }
     barrier.wait();
 
-    // The open-loop schedule: message k of this thread is due at start + k * interval.
-    let rate = args.rate / args.threads as f64;
-    let interval_ns = 1e9 / rate;
-    let warmup_ns = (args.warmup * 1e9) as u64;
-    let end_ns = warmup_ns + (args.duration * 1e9) as u64;
+    // The open-loop schedule: message k of this thread is due at start + schedule.due(k).
+    let schedule = Schedule::new(args.rate / args.threads as f64, phases.ramp);
+    // Seeded by thread, so a rerun with the same flags sends the same sizes.
+    let mut sizes = MessageSizes::new(args.size_dist, args.size, thread as u64);
     let t0 = state.start.elapsed().as_nanos() as u64;
-    state.record_from_ns.set(t0 + warmup_ns);
-    state.record_until_ns.set(t0 + end_ns);
+    state
+        .progress
+        .schedule_started(state.start + Duration::from_nanos(t0));
+    let record_from_ns = t0 + phases.record_from().as_nanos() as u64;
+    let end_ns = t0 + phases.end().as_nanos() as u64;
+    state.record_from_ns.set(record_from_ns);
+    state.record_until_ns.set(end_ns);
+    if args.hlog.is_some() {
+        let window_start = start_wall + Duration::from_nanos(record_from_ns);
+        state.result.borrow_mut().intervals =
+            Some(IntervalHistograms::new(window_start, phases.measured));
+    }
     let mut k: u64 = 0;
     let mut next_sender = 0;
     loop {
         let now = state.start.elapsed().as_nanos() as u64;
-        if now >= t0 + end_ns {
+        if now >= end_ns {
             break;
         }
         loop {
-            let due = t0 + (k as f64 * interval_ns) as u64;
+            let due = t0 + schedule.due_ns(k);
             if due > now {
                 // Sleep, never spin: a task that stays runnable starves glommio's I/O polling
                 // (and so the readers that time acks and deliveries). Timer slack shows up
@@ -312,7 +355,7 @@ async fn run_thread(
                 Body::SendMessage(pb::SendMessage {
                     to_user_id: s.to,
                     client_msg_id: (u64::from(state.run) << 32) | s.counter,
-                    text: wire::encode(stamp, args.size),
+                    text: wire::encode(stamp, sizes.next_size()),
                 }),
             ));
             state.inflight.set(state.inflight.get() + 1);
@@ -385,11 +428,13 @@ async fn read_loop(
                     if window.contains(&now) {
                         r.acked_in_window += 1;
                     }
-                    if intended >= state.record_from_ns.get() {
-                        let _ = r.ack.record(((now.saturating_sub(intended)) / 1000).max(1));
-                        let _ = r
-                            .service
-                            .record(((now.saturating_sub(actual)) / 1000).max(1));
+                    let record_from = state.record_from_ns.get();
+                    if intended >= record_from {
+                        r.record_ack(
+                            Duration::from_nanos(intended - record_from),
+                            ((now.saturating_sub(intended)) / 1000).max(1),
+                            ((now.saturating_sub(actual)) / 1000).max(1),
+                        );
                     }
                 }
                 Some(Body::Event(event)) => {
@@ -404,6 +449,7 @@ async fn read_loop(
                         state.inflight.set(state.inflight.get().saturating_sub(1));
                     }
                     state.result.borrow_mut().errors += 1;
+                    state.progress.errors.fetch_add(1, Ordering::Relaxed);
                 }
                 _ => {}
             }
@@ -438,14 +484,22 @@ fn on_message(state: &State, text: &str, now: u64) {
     {
         Verdict::Duplicate => {
             r.duplicated += 1;
+            state.progress.duplicated.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        Verdict::Reordered => r.reordered += 1,
+        Verdict::Reordered => {
+            r.reordered += 1;
+            state.progress.reordered.fetch_add(1, Ordering::Relaxed);
+        }
         Verdict::InOrder => {}
     }
     let latency_us = (now.saturating_sub(stamp.intended_ns) / 1000).max(1);
     state.progress.delivered(latency_us);
-    if stamp.intended_ns >= state.record_from_ns.get() {
-        let _ = r.delivery.record(latency_us);
+    let record_from = state.record_from_ns.get();
+    if stamp.intended_ns >= record_from {
+        r.record_delivery(
+            Duration::from_nanos(stamp.intended_ns - record_from),
+            latency_us,
+        );
     }
 }

@@ -17,9 +17,8 @@ pub fn encode(stamp: Stamp, size: usize) -> String {
         "{}:{}:{}:{}:",
         stamp.run, stamp.sender, stamp.counter, stamp.intended_ns
     );
-    while text.len() < size {
-        text.push('x');
-    }
+    let padding = size.saturating_sub(text.len());
+    text.extend(std::iter::repeat_n('x', padding));
     text
 }
 
