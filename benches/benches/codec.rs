@@ -17,6 +17,7 @@ fn message_event(text_len: usize) -> pb::Envelope {
                 seq: 123_456,
                 timestamp_us: 1_790_000_000_000_000,
                 text: "x".repeat(text_len),
+                group_id: 0,
             })),
         }),
     )

@@ -21,6 +21,7 @@ fn storage(c: &mut Criterion) {
                 seq: 0,
                 timestamp_us: n,
                 text: "y".repeat(100),
+                group_id: 0,
             };
             store.append_message(&msg).expect("append");
         })
@@ -34,6 +35,7 @@ fn storage(c: &mut Criterion) {
             seq: 0,
             timestamp_us: i,
             text: "z".repeat(100),
+            group_id: 0,
         };
         store.append_message(&msg).expect("seed inbox");
     }

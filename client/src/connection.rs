@@ -267,9 +267,88 @@ impl Connection {
             with_user_id,
             before_timestamp_us,
             limit,
+            group_id: 0,
         });
         match self.request(req)? {
             Body::Messages(m) => Ok(m),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// One page of a group's messages, oldest first (`before_timestamp_us` 0 = newest).
+    pub fn group_history(
+        &self,
+        group_id: u64,
+        before_timestamp_us: u64,
+        limit: u32,
+    ) -> Result<pb::Messages> {
+        let req = Body::GetMessages(pb::GetMessages {
+            with_user_id: 0,
+            before_timestamp_us,
+            limit,
+            group_id,
+        });
+        match self.request(req)? {
+            Body::Messages(m) => Ok(m),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Creates a group with the caller as creator; returns it.
+    pub fn create_group(&self, name: &str, member_ids: &[u64]) -> Result<pb::Group> {
+        self.group_request(Body::CreateGroup(pb::CreateGroup {
+            name: name.to_string(),
+            member_ids: member_ids.to_vec(),
+        }))
+    }
+
+    pub fn add_members(&self, group_id: u64, user_ids: &[u64]) -> Result<pb::Group> {
+        self.group_request(Body::AddMembers(pb::AddMembers {
+            group_id,
+            user_ids: user_ids.to_vec(),
+        }))
+    }
+
+    pub fn remove_member(&self, group_id: u64, user_id: u64) -> Result<pb::Group> {
+        self.group_request(Body::RemoveMember(pb::RemoveMember { group_id, user_id }))
+    }
+
+    pub fn leave_group(&self, group_id: u64) -> Result<pb::Group> {
+        self.group_request(Body::LeaveGroup(pb::LeaveGroup { group_id }))
+    }
+
+    pub fn rename_group(&self, group_id: u64, name: &str) -> Result<pb::Group> {
+        self.group_request(Body::RenameGroup(pb::RenameGroup {
+            group_id,
+            name: name.to_string(),
+        }))
+    }
+
+    pub fn get_group(&self, group_id: u64) -> Result<pb::Group> {
+        self.group_request(Body::GetGroup(pb::GetGroup { group_id }))
+    }
+
+    fn group_request(&self, body: Body) -> Result<pb::Group> {
+        match self.request(body)? {
+            Body::GroupInfo(pb::GroupInfo { group: Some(g) }) => Ok(g),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Sends a text to a group; returns the ack (seq = group seq) once it is durable.
+    pub fn send_group_message(
+        &self,
+        group_id: u64,
+        client_msg_id: u64,
+        text: &str,
+    ) -> Result<pb::SendAck> {
+        let req = Body::SendGroupMessage(pb::SendGroupMessage {
+            group_id,
+            client_msg_id,
+            text: text.to_string(),
+        });
+        match self.request(req)? {
+            Body::SendAck(a) => Ok(a),
             other => Err(unexpected(&other)),
         }
     }

@@ -28,6 +28,12 @@ pub struct Config {
     pub max_text_bytes: usize,
     /// `wal`: acked writes survive a process crash; `fsync`: they survive power loss.
     pub durability: DurabilityMode,
+    /// Most members a group may have.
+    pub max_group_members: usize,
+    /// A shard that runs out of work busy-polls this long before its thread sleeps: a
+    /// shard on a dedicated core then sees new data without a wake-up (as Seastar always
+    /// does). 0 = sleep at once, the right choice when cores are shared.
+    pub spin_before_park_us: u64,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -50,6 +56,8 @@ impl Default for Config {
             max_frame_bytes: chat_protocol::DEFAULT_MAX_FRAME_BYTES,
             max_text_bytes: 64 * 1024,
             durability: DurabilityMode::Wal,
+            max_group_members: 1024,
+            spin_before_park_us: 0,
         }
     }
 }
@@ -96,6 +104,14 @@ impl Config {
         anyhow::ensure!(
             self.max_text_bytes > 0 && self.max_text_bytes + 1024 <= self.max_frame_bytes,
             "max_text_bytes must be positive and at least 1 KiB below max_frame_bytes"
+        );
+        anyhow::ensure!(
+            (2..=1_000_000).contains(&self.max_group_members),
+            "max_group_members must be between 2 and 1000000"
+        );
+        anyhow::ensure!(
+            self.spin_before_park_us <= 1_000_000,
+            "spin_before_park_us must be at most 1000000 (1 s)"
         );
         Ok(())
     }

@@ -10,6 +10,7 @@ pub mod clock;
 mod cmd;
 pub mod config;
 mod conn;
+mod groups;
 pub mod request;
 pub mod routing;
 mod runtime;

@@ -40,6 +40,9 @@ struct Args {
     /// When a send counts as durable [default: wal]
     #[arg(long, value_enum)]
     durability: Option<DurabilityMode>,
+    /// Busy-poll this many microseconds before a shard's thread sleeps [default: 0]
+    #[arg(long, value_name = "US")]
+    spin_us: Option<u64>,
     /// Log filter, e.g. `info` or `chat_server=debug` [env: RUST_LOG; default: info]
     #[arg(long, value_name = "FILTER")]
     log: Option<String>,
@@ -81,6 +84,9 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(v) = args.durability {
         config.durability = v;
+    }
+    if let Some(v) = args.spin_us {
+        config.spin_before_park_us = v;
     }
     config.validate()?;
     if args.check_config {

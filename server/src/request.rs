@@ -35,13 +35,50 @@ pub enum Request {
         up_to_seq: u64,
     },
     History {
-        with_user_id: u64,
+        with: Conversation,
         before_us: u64,
         limit: usize,
     },
     Ping {
         nonce: u64,
     },
+    CreateGroup {
+        name: String,
+        members: Vec<u64>,
+    },
+    AddMembers {
+        group_id: u64,
+        user_ids: Vec<u64>,
+    },
+    RemoveMember {
+        group_id: u64,
+        user_id: u64,
+    },
+    LeaveGroup {
+        group_id: u64,
+    },
+    RenameGroup {
+        group_id: u64,
+        name: String,
+    },
+    GetGroup {
+        group_id: u64,
+    },
+    SendGroup(SendGroup),
+}
+
+/// The other side of a conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conversation {
+    User(u64),
+    Group(u64),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SendGroup {
+    pub group_id: u64,
+    pub client_msg_id: u64,
+    pub text: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -56,6 +93,8 @@ pub struct Send {
 pub struct Rejected(pub ErrorCode, pub String);
 
 pub const DEFAULT_HISTORY_LIMIT: usize = 50;
+/// Longest group name, in bytes.
+pub const MAX_GROUP_NAME_BYTES: usize = 128;
 pub const MAX_HISTORY_LIMIT: usize = 200;
 
 impl Request {
@@ -86,7 +125,16 @@ impl Request {
                 up_to_seq: a.up_to_seq,
             },
             Body::GetMessages(g) => Request::History {
-                with_user_id: g.with_user_id,
+                with: match (g.with_user_id, g.group_id) {
+                    (user, 0) if user != 0 => Conversation::User(user),
+                    (0, group) if group != 0 => Conversation::Group(group),
+                    _ => {
+                        return Err(Rejected(
+                            ErrorCode::InvalidArgument,
+                            "set exactly one of with_user_id and group_id".into(),
+                        ))
+                    }
+                },
                 before_us: g.before_timestamp_us,
                 limit: match g.limit as usize {
                     0 => DEFAULT_HISTORY_LIMIT,
@@ -94,6 +142,33 @@ impl Request {
                 },
             },
             Body::Ping(p) => Request::Ping { nonce: p.nonce },
+            Body::CreateGroup(c) => Request::CreateGroup {
+                name: group_name(c.name)?,
+                members: user_ids(c.member_ids)?,
+            },
+            Body::AddMembers(a) => Request::AddMembers {
+                group_id: group_id(a.group_id)?,
+                user_ids: user_ids(a.user_ids)?,
+            },
+            Body::RemoveMember(r) => Request::RemoveMember {
+                group_id: group_id(r.group_id)?,
+                user_id: r.user_id,
+            },
+            Body::LeaveGroup(l) => Request::LeaveGroup {
+                group_id: group_id(l.group_id)?,
+            },
+            Body::RenameGroup(r) => Request::RenameGroup {
+                group_id: group_id(r.group_id)?,
+                name: group_name(r.name)?,
+            },
+            Body::GetGroup(g) => Request::GetGroup {
+                group_id: group_id(g.group_id)?,
+            },
+            Body::SendGroupMessage(m) => Request::SendGroup(SendGroup {
+                group_id: group_id(m.group_id)?,
+                client_msg_id: m.client_msg_id,
+                text: text(m.text, m.client_msg_id, max_text_bytes)?,
+            }),
             other => {
                 return Err(Rejected(
                     ErrorCode::UnexpectedMessage,
@@ -145,30 +220,65 @@ fn password(pw: String) -> Result<String, Rejected> {
 }
 
 fn send(m: pb::SendMessage, max_text_bytes: usize) -> Result<Send, Rejected> {
-    let invalid = |msg: &str| Err(Rejected(ErrorCode::InvalidArgument, msg.into()));
-    if m.text.is_empty() {
-        return invalid("text is empty");
-    }
-    if m.text.len() > max_text_bytes {
-        return Err(Rejected(
-            ErrorCode::TextTooLong,
-            format!(
-                "text is {} bytes; the limit is {max_text_bytes}",
-                m.text.len()
-            ),
-        ));
-    }
-    if m.client_msg_id == 0 {
-        return invalid("client_msg_id must be nonzero");
-    }
+    let text = text(m.text, m.client_msg_id, max_text_bytes)?;
     if m.to_user_id == 0 {
-        return invalid("to_user_id must be nonzero");
+        return Err(invalid("to_user_id must be nonzero"));
     }
     Ok(Send {
         to_user_id: m.to_user_id,
         client_msg_id: m.client_msg_id,
-        text: m.text,
+        text,
     })
+}
+
+/// A message's text and client_msg_id, as every send checks them.
+fn text(text: String, client_msg_id: u64, max_text_bytes: usize) -> Result<String, Rejected> {
+    if text.is_empty() {
+        return Err(invalid("text is empty"));
+    }
+    if text.len() > max_text_bytes {
+        return Err(Rejected(
+            ErrorCode::TextTooLong,
+            format!(
+                "text is {} bytes; the limit is {max_text_bytes}",
+                text.len()
+            ),
+        ));
+    }
+    if client_msg_id == 0 {
+        return Err(invalid("client_msg_id must be nonzero"));
+    }
+    Ok(text)
+}
+
+fn group_id(id: u64) -> Result<u64, Rejected> {
+    if id == 0 {
+        return Err(invalid("group_id must be nonzero"));
+    }
+    Ok(id)
+}
+
+fn group_name(name: String) -> Result<String, Rejected> {
+    let name = name.trim().to_string();
+    if name.is_empty() || name.len() > MAX_GROUP_NAME_BYTES {
+        return Err(invalid(&format!(
+            "group name must be 1-{MAX_GROUP_NAME_BYTES} bytes (not counting surrounding spaces)"
+        )));
+    }
+    Ok(name)
+}
+
+/// User ids of a group operation: nonzero, duplicates dropped, order kept.
+fn user_ids(ids: Vec<u64>) -> Result<Vec<u64>, Rejected> {
+    if ids.contains(&0) {
+        return Err(invalid("user ids must be nonzero"));
+    }
+    let mut seen = std::collections::HashSet::with_capacity(ids.len());
+    Ok(ids.into_iter().filter(|id| seen.insert(*id)).collect())
+}
+
+fn invalid(msg: &str) -> Rejected {
+    Rejected(ErrorCode::InvalidArgument, msg.into())
 }
 
 fn body_name(body: &Body) -> &'static str {
@@ -183,6 +293,7 @@ fn body_name(body: &Body) -> &'static str {
         Body::Messages(_) => "Messages",
         Body::Pong(_) => "Pong",
         Body::Event(_) => "Event",
+        Body::GroupInfo(_) => "GroupInfo",
         _ => "request",
     }
 }
@@ -230,6 +341,7 @@ mod tests {
                     with_user_id: 1,
                     before_timestamp_us: 0,
                     limit,
+                    group_id: 0,
                 }),
                 10,
             )

@@ -6,6 +6,11 @@ pub fn shard_of_user(user_id: u64, shards: usize) -> usize {
     (mix64(user_id) % shards as u64) as usize
 }
 
+/// The shard that owns a group (its record, log and membership).
+pub fn shard_of_group(group_id: u64, shards: usize) -> usize {
+    (mix64(group_id) % shards as u64) as usize
+}
+
 /// The shard that owns a (normalized) username. Registration picks a user id that lives on
 /// this same shard, so a login touches one shard.
 pub fn shard_of_username(username: &str, shards: usize) -> usize {

@@ -139,6 +139,7 @@ pub fn start(config: Config) -> anyhow::Result<ServerHandle> {
     let limits = Limits {
         max_frame_bytes: config.max_frame_bytes,
         max_text_bytes: config.max_text_bytes,
+        max_group_members: config.max_group_members,
     };
     let durability = match config.durability {
         DurabilityMode::Wal => Durability::Wal,
@@ -182,8 +183,11 @@ pub fn start(config: Config) -> anyhow::Result<ServerHandle> {
         } else {
             Placement::Unbound
         };
-        let handle = LocalExecutorBuilder::new(placement)
-            .name(&format!("shard-{id}"))
+        let mut builder = LocalExecutorBuilder::new(placement).name(&format!("shard-{id}"));
+        if config.spin_before_park_us > 0 {
+            builder = builder.spin_before_park(Duration::from_micros(config.spin_before_park_us));
+        }
+        let handle = builder
             .spawn(move || run_shard(seed))
             .map_err(|e| anyhow::anyhow!("starting shard {id}: {e}"))?;
         handles.push(handle);
@@ -320,6 +324,8 @@ async fn run_shard(seed: ShardSeed) {
             }
         }
     }));
+    // Group entries some member shard had not confirmed before the last stop.
+    shard.groups.resume_fanouts(&shard);
     let _ = seed.ready.send(Ok(()));
 
     while !seed.stop.load(Ordering::SeqCst) {

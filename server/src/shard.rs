@@ -20,8 +20,9 @@ use chat_storage::Store;
 
 use crate::clock::Clock;
 use crate::cmd;
-use crate::request::Request;
-use crate::routing::{shard_of_user, shard_of_username};
+use crate::groups::{self, Groups};
+use crate::request::{Conversation, Request};
+use crate::routing::{shard_of_group, shard_of_user, shard_of_username};
 use crate::signal::{OutQueue, Signal};
 
 /// A connection, named by the shard it lives on and its id there.
@@ -69,6 +70,18 @@ pub enum ShardMsg {
     },
     /// A connection of a user that lives on the destination shard went away.
     SessionClosed { user: u64, conn: ConnRef },
+    /// A group's shard asks which of `ids` (users of the destination shard) do not exist.
+    CheckUsers { op: u64, from: usize, ids: Vec<u64> },
+    /// The answer to `CheckUsers`.
+    UsersChecked { op: u64, missing: Vec<u64> },
+    /// A durable group log entry for the destination shard's `members`.
+    GroupDeliver {
+        from: usize,
+        entry: pb::Event,
+        members: Vec<u64>,
+    },
+    /// The destination (the group's shard) learns that a member shard stored an entry.
+    GroupDelivered { group_id: u64, seq: u64 },
 }
 
 /// Work that waits for the shard's next group commit (see [`Shard::commit_staged`]).
@@ -86,6 +99,18 @@ pub enum AfterCommit {
         msg: pb::Message,
         duplicate: bool,
     },
+    /// On a group's shard: an answer to send and a log entry to hand to the members.
+    GroupEntry {
+        answer: Option<(Reply, Body)>,
+        fanout: Option<(pb::Event, Vec<u64>)>,
+    },
+    /// On a member shard: a group entry stored for local members (seq is the group seq).
+    GroupDelivery {
+        from: usize,
+        group_id: u64,
+        seq: u64,
+        delivered: Vec<(u64, pb::Event)>,
+    },
 }
 
 /// Limits applied to client input.
@@ -93,6 +118,7 @@ pub enum AfterCommit {
 pub struct Limits {
     pub max_frame_bytes: usize,
     pub max_text_bytes: usize,
+    pub max_group_members: usize,
 }
 
 /// A connection accepted on this shard.
@@ -142,6 +168,7 @@ pub struct Shard {
     outbox_ready: Vec<Signal>,
     after_commit: RefCell<Vec<AfterCommit>>,
     commit_ready: Signal,
+    pub groups: Groups,
 }
 
 impl Shard {
@@ -160,6 +187,7 @@ impl Shard {
             outbox_ready: (0..shards).map(|_| Signal::default()).collect(),
             after_commit: RefCell::default(),
             commit_ready: Signal::default(),
+            groups: Groups::default(),
         }
     }
 
@@ -197,6 +225,16 @@ impl Shard {
                 duplicate,
             } => cmd::send::stored(self, reply, msg, duplicate),
             ShardMsg::SessionClosed { user, conn } => self.end_session(user, conn),
+            ShardMsg::CheckUsers { op, from, ids } => groups::check_users(self, op, from, ids),
+            ShardMsg::UsersChecked { op, missing } => self.groups.users_checked(self, op, missing),
+            ShardMsg::GroupDeliver {
+                from,
+                entry,
+                members,
+            } => groups::deliver(self, from, entry, members),
+            ShardMsg::GroupDelivered { group_id, seq } => {
+                self.groups.delivered(self, group_id, seq)
+            }
         }
     }
 
@@ -207,6 +245,11 @@ impl Shard {
     /// another shard) is committed together: one WAL write, one fsync in fsync mode.
     pub fn after_commit(&self, work: AfterCommit) {
         self.after_commit.borrow_mut().push(work);
+        self.commit_ready.raise();
+    }
+
+    /// Asks for a commit of writes staged without follow-up work.
+    pub fn want_commit(&self) {
         self.commit_ready.raise();
     }
 
@@ -224,10 +267,20 @@ impl Shard {
                 "group commit of {} sends failed: {e}",
                 work.len()
             );
+            // Cached groups may hold changes that did not reach the disk.
+            self.groups.forget_cached();
             for item in work {
-                let (AfterCommit::StoredForRecipient { reply, .. }
-                | AfterCommit::RecordedForSender { reply, .. }) = item;
-                self.fail(reply, ErrorCode::Internal, "internal server error");
+                match item {
+                    AfterCommit::StoredForRecipient { reply, .. }
+                    | AfterCommit::RecordedForSender { reply, .. }
+                    | AfterCommit::GroupEntry {
+                        answer: Some((reply, _)),
+                        ..
+                    } => self.fail(reply, ErrorCode::Internal, "internal server error"),
+                    // Unconfirmed: the group's shard hands the entry out again on restart.
+                    AfterCommit::GroupEntry { answer: None, .. }
+                    | AfterCommit::GroupDelivery { .. } => {}
+                }
             }
             return;
         }
@@ -243,6 +296,25 @@ impl Shard {
                     msg,
                     duplicate,
                 } => cmd::send::durable_for_sender(self, reply, &msg, duplicate),
+                AfterCommit::GroupEntry { answer, fanout } => {
+                    if let Some((reply, body)) = answer {
+                        self.respond(reply, body);
+                    }
+                    if let Some((entry, recipients)) = fanout {
+                        self.groups.fan_out(self, &entry, &recipients);
+                    }
+                }
+                AfterCommit::GroupDelivery {
+                    from,
+                    group_id,
+                    seq,
+                    delivered,
+                } => {
+                    for (member, event) in &delivered {
+                        self.on_appended(*member, event);
+                    }
+                    self.dispatch(from, ShardMsg::GroupDelivered { group_id, seq });
+                }
             }
         }
     }
@@ -388,9 +460,30 @@ impl Shard {
             (Request::Lookup { username }, Some(_)) => shard_of_username(username, self.shards),
             (Request::GetUser { user_id }, Some(_)) => shard_of_user(*user_id, self.shards),
             (Request::Send(send), Some(_)) => shard_of_user(send.to_user_id, self.shards),
-            (Request::Sync { .. } | Request::Ack { .. } | Request::History { .. }, Some(me)) => {
-                shard_of_user(me, self.shards)
-            }
+            (
+                Request::Sync { .. }
+                | Request::Ack { .. }
+                | Request::History {
+                    with: Conversation::User(_),
+                    ..
+                },
+                Some(me),
+            ) => shard_of_user(me, self.shards),
+            // A new group lives on the shard that creates it.
+            (Request::CreateGroup { .. }, Some(_)) => self.id,
+            (
+                Request::AddMembers { group_id, .. }
+                | Request::RemoveMember { group_id, .. }
+                | Request::LeaveGroup { group_id }
+                | Request::RenameGroup { group_id, .. }
+                | Request::GetGroup { group_id }
+                | Request::SendGroup(crate::request::SendGroup { group_id, .. })
+                | Request::History {
+                    with: Conversation::Group(group_id),
+                    ..
+                },
+                Some(_),
+            ) => shard_of_group(*group_id, self.shards),
         };
         if matches!(req, Request::Login { .. } | Request::Resume { .. }) {
             entry.login_pending.set(true);

@@ -19,7 +19,8 @@ pub fn history(owner: u64, peer: u64, timestamp_us: u64) -> [u8; 24] {
     triple(owner, peer, timestamp_us)
 }
 
-/// idempotency: recipient | sender | client_msg_id
+/// idempotency: recipient | sender | client_msg_id (recipient is a group id in
+/// group_idempotency)
 pub fn idempotency(recipient: u64, sender: u64, client_msg_id: u64) -> [u8; 24] {
     triple(recipient, sender, client_msg_id)
 }
@@ -43,4 +44,15 @@ fn pair(a: u64, b: u64) -> [u8; 16] {
 pub fn u64_at(key: &[u8], at: usize) -> Option<u64> {
     let bytes: [u8; 8] = key.get(at..at + 8)?.try_into().ok()?;
     Some(u64::from_be_bytes(bytes))
+}
+
+/// group_log: group_id | timestamp_us (timestamps are unique per shard and grow with the
+/// group seq, so this is also seq order, and history pages by time like 1:1 history)
+pub fn group_log(group_id: u64, timestamp_us: u64) -> [u8; 16] {
+    pair(group_id, timestamp_us)
+}
+
+/// group_pending and group_copies: group_id | group seq
+pub fn group_entry(group_id: u64, seq: u64) -> [u8; 16] {
+    pair(group_id, seq)
 }

@@ -8,6 +8,7 @@
 //! Writes that belong together (an inbox entry, its history entry and its idempotency record)
 //! go in one `WriteBatch`, so a crash leaves all or none of them.
 
+mod groups;
 pub mod keys;
 pub mod records;
 
@@ -22,6 +23,7 @@ use rocksdb::{
     IteratorMode, Options, WriteBatch, WriteOptions, DB,
 };
 
+pub use groups::group_of;
 pub use records::{SendRecord, TokenRecord, UserRecord};
 
 const CF_USERS: &str = "users";
@@ -32,7 +34,12 @@ const CF_CURSORS: &str = "cursors";
 const CF_HISTORY: &str = "history";
 const CF_IDEMPOTENCY: &str = "idempotency";
 const CF_META: &str = "meta";
-const ALL_CFS: [&str; 8] = [
+const CF_GROUPS: &str = "groups";
+const CF_GROUP_LOG: &str = "group_log";
+const CF_GROUP_IDEMPOTENCY: &str = "group_idempotency";
+const CF_GROUP_PENDING: &str = "group_pending";
+const CF_GROUP_COPIES: &str = "group_copies";
+const ALL_CFS: [&str; 13] = [
     CF_USERS,
     CF_USERNAMES,
     CF_TOKENS,
@@ -41,6 +48,11 @@ const ALL_CFS: [&str; 8] = [
     CF_HISTORY,
     CF_IDEMPOTENCY,
     CF_META,
+    CF_GROUPS,
+    CF_GROUP_LOG,
+    CF_GROUP_IDEMPOTENCY,
+    CF_GROUP_PENDING,
+    CF_GROUP_COPIES,
 ];
 
 /// Errors from the storage layer.
@@ -102,6 +114,10 @@ pub struct Store {
     staged_sends: RefCell<HashMap<[u8; 24], SendRecord>>,
     /// Cache of each user's last inbox seq, so appends don't read the disk for it.
     heads: RefCell<HashMap<u64, u64>>,
+    /// Group idempotency records staged but not yet committed.
+    staged_group_sends: RefCell<HashMap<[u8; 24], SendRecord>>,
+    /// Cache of each group's last (group seq, timestamp).
+    group_heads: RefCell<HashMap<u64, (u64, u64)>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -142,6 +158,8 @@ impl Store {
             pending: RefCell::default(),
             staged_sends: RefCell::default(),
             heads: RefCell::new(HashMap::new()),
+            staged_group_sends: RefCell::default(),
+            group_heads: RefCell::default(),
         })
     }
 
@@ -404,8 +422,10 @@ impl Store {
             .db()
             .and_then(|db| Ok(db.write_opt(batch, &self.write_opts)?));
         self.staged_sends.borrow_mut().clear();
+        self.staged_group_sends.borrow_mut().clear();
         if written.is_err() {
             self.heads.borrow_mut().clear();
+            self.group_heads.borrow_mut().clear();
         }
         written
     }
@@ -430,7 +450,12 @@ impl Store {
             if keys::u64_at(&key, 0) != Some(user_id) {
                 break;
             }
-            out.push(decode(CF_INBOX, &value)?);
+            let event: pb::Event = decode(CF_INBOX, &value)?;
+            if event.kind.is_some() {
+                out.push(event);
+            } else {
+                out.push(self.resolve_inbox_ref(&value)?);
+            }
         }
         Ok(out)
     }

@@ -31,3 +31,24 @@ pub struct SendRecord {
     #[prost(uint64, tag = "2")]
     pub timestamp_us: u64,
 }
+
+/// Column family `inbox`, for a group entry: a reference to the shard's one copy of it in
+/// `group_copies`, so a message to a big group stores its body once per shard, not once
+/// per member. Other inbox values are encoded `pb::Event`s; this shares `pb::Event`'s seq
+/// tag and uses a tag `pb::Event` does not, so decoding it as an event gives no kind.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct InboxRef {
+    #[prost(uint64, tag = "1")]
+    pub seq: u64,
+    #[prost(message, optional, tag = "90")]
+    pub group_ref: Option<GroupRef>,
+}
+
+/// A group log entry by its group seq.
+#[derive(Clone, Copy, PartialEq, prost::Message)]
+pub struct GroupRef {
+    #[prost(uint64, tag = "1")]
+    pub group_id: u64,
+    #[prost(uint64, tag = "2")]
+    pub seq: u64,
+}

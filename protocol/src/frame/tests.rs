@@ -132,6 +132,7 @@ fn arb_body() -> impl Strategy<Value = Body> {
                     seq,
                     timestamp_us: ts,
                     text,
+                    group_id: 0,
                 })),
             })
         ),

@@ -7,13 +7,20 @@ use crate::request::Request;
 use crate::shard::{Reply, Shard};
 
 pub mod ack;
+pub mod add_members;
+pub mod create_group;
+pub mod get_group;
 pub mod get_user;
 pub mod history;
+pub mod leave_group;
 pub mod login;
 pub mod lookup;
 pub mod register;
+pub mod remove_member;
+pub mod rename_group;
 pub mod resume;
 pub mod send;
+pub mod send_group;
 pub mod sync;
 
 pub fn execute(shard: &Rc<Shard>, reply: Reply, user: Option<u64>, req: Request) {
@@ -30,12 +37,29 @@ pub fn execute(shard: &Rc<Shard>, reply: Reply, user: Option<u64>, req: Request)
         (Request::Ack { up_to_seq }, Some(me)) => ack::run(shard, reply, me, up_to_seq),
         (
             Request::History {
-                with_user_id,
+                with,
                 before_us,
                 limit,
             },
             Some(me),
-        ) => history::run(shard, reply, me, with_user_id, before_us, limit),
+        ) => history::run(shard, reply, me, with, before_us, limit),
+        (Request::CreateGroup { name, members }, Some(me)) => {
+            create_group::run(shard, reply, me, name, members)
+        }
+        (Request::AddMembers { group_id, user_ids }, Some(me)) => {
+            add_members::run(shard, reply, me, group_id, user_ids)
+        }
+        (Request::RemoveMember { group_id, user_id }, Some(me)) => {
+            remove_member::run(shard, reply, me, group_id, user_id)
+        }
+        (Request::LeaveGroup { group_id }, Some(me)) => {
+            leave_group::run(shard, reply, me, group_id)
+        }
+        (Request::RenameGroup { group_id, name }, Some(me)) => {
+            rename_group::run(shard, reply, me, group_id, name)
+        }
+        (Request::GetGroup { group_id }, Some(me)) => get_group::run(shard, reply, me, group_id),
+        (Request::SendGroup(send), Some(me)) => send_group::run(shard, reply, me, send),
         // The connection's shard answers Ping and rejects unauthenticated requests before
         // routing, so nothing else reaches here.
         (req, _) => shard.internal(reply, &format!("unroutable request {req:?}")),

@@ -28,6 +28,7 @@ pub fn run(shard: &Rc<Shard>, reply: Reply, sender: u64, send: Send) {
         seq: 0,
         timestamp_us: shard.clock.next(),
         text: send.text,
+        group_id: 0,
     };
     match shard.store.stage_message(&msg) {
         Ok((appended, stored)) => shard.after_commit(AfterCommit::StoredForRecipient {
@@ -81,6 +82,7 @@ pub fn durable_for_sender(shard: &Rc<Shard>, reply: Reply, msg: &pb::Message, du
             seq: msg.seq,
             timestamp_us: msg.timestamp_us,
             duplicate,
+            group_id: 0,
         }),
     );
 }

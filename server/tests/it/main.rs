@@ -4,6 +4,7 @@
 
 mod accounts;
 mod bad_input;
+mod groups;
 mod messaging;
 mod restart;
 mod support;

@@ -18,10 +18,21 @@ pub struct TestServer {
     handle: Option<ServerHandle>,
     addr: String,
     ca: PathBuf,
+    tweak: fn(&mut Config),
 }
 
 impl TestServer {
     pub fn start(shards: usize) -> Self {
+        Self::start_with(shards, |_| {}, |_| {})
+    }
+
+    /// A server whose configuration `tweak` adjusts, on a data directory that `prepare`
+    /// may fill before the first start.
+    pub fn start_with(
+        shards: usize,
+        tweak: fn(&mut Config),
+        prepare: impl FnOnce(&std::path::Path),
+    ) -> Self {
         {
             let mut live = LIVE_SERVERS.lock().unwrap();
             while *live >= MAX_LIVE_SERVERS {
@@ -30,12 +41,14 @@ impl TestServer {
             *live += 1;
         }
         let dir = tempfile::tempdir().unwrap();
+        prepare(dir.path());
         let mut server = TestServer {
             dir,
             shards,
             handle: None,
             addr: String::new(),
             ca: PathBuf::new(),
+            tweak,
         };
         server.boot();
         server
@@ -48,7 +61,7 @@ impl TestServer {
         } else {
             &self.addr
         };
-        Config {
+        let mut config = Config {
             data_dir: self.dir.path().to_path_buf(),
             listen: listen.parse().unwrap(),
             shards: self.shards,
@@ -56,7 +69,9 @@ impl TestServer {
             max_frame_bytes: 256 * 1024,
             max_text_bytes: 64 * 1024,
             ..Config::default()
-        }
+        };
+        (self.tweak)(&mut config);
+        config
     }
 
     fn boot(&mut self) {
@@ -141,4 +156,59 @@ pub fn name_on_shard(prefix: &str, shard: usize, shards: usize) -> String {
         .map(|i| format!("{prefix}{i}"))
         .find(|n| chat_server::routing::shard_of_username(n, shards) == shard)
         .unwrap()
+}
+
+/// Waits for the next pushed event of any kind.
+pub fn next_event(conn: &Connection) -> pb::Event {
+    conn.next_event(Duration::from_secs(20))
+        .expect("connection open")
+        .expect("an event within 20 s")
+}
+
+/// Creates `n` accounts (password "password-<name>") directly in the shards' databases of a
+/// data directory the server has not started on yet: registering thousands of users over
+/// the protocol would spend minutes hashing passwords. Returns (name, user id) pairs.
+pub fn seed_users(
+    dir: &std::path::Path,
+    shards: usize,
+    prefix: &str,
+    n: usize,
+) -> Vec<(String, u64)> {
+    use chat_server::routing::{shard_of_user, shard_of_username};
+    let hash = chat_server::auth::hash_password(&password(prefix)).unwrap();
+    let stores: Vec<_> = (0..shards)
+        .map(|i| {
+            let store = chat_storage::Store::open(
+                &dir.join(format!("shard-{i}")),
+                chat_storage::Durability::Wal,
+            )
+            .unwrap();
+            store
+                .set_meta("shards", shards.to_string().as_bytes())
+                .unwrap();
+            store
+        })
+        .collect();
+    let mut next_id = 1u64;
+    (0..n)
+        .map(|i| {
+            let name = format!("{prefix}{i}");
+            let shard = shard_of_username(&name, shards);
+            let user_id = loop {
+                next_id += 1;
+                if shard_of_user(next_id, shards) == shard {
+                    break next_id;
+                }
+            };
+            stores[shard]
+                .create_user(&chat_storage::UserRecord {
+                    user_id,
+                    username: name.clone(),
+                    password_hash: hash.clone(),
+                    created_us: 1,
+                })
+                .unwrap();
+            (name, user_id)
+        })
+        .collect()
 }

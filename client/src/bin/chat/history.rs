@@ -7,8 +7,16 @@ use crate::output::Output;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The other person's username
-    #[arg(long, value_name = "NAME")]
-    with: String,
+    #[arg(
+        long,
+        value_name = "NAME",
+        required_unless_present = "group",
+        conflicts_with = "group"
+    )]
+    with: Option<String>,
+    /// A group you are a member of, instead of a person
+    #[arg(long, value_name = "ID")]
+    group: Option<u64>,
     /// Only messages older than this server timestamp (microseconds; 0 = newest)
     #[arg(long, default_value_t = 0, value_name = "US")]
     before: u64,
@@ -19,16 +27,22 @@ pub struct Args {
 
 pub fn run(creds: Credentials, args: Args, out: Output) -> anyhow::Result<()> {
     let session = Session::open(creds)?;
-    let peer = crate::lookup(session.conn(), &args.with)?;
-    let page = session.conn().history(peer, args.before, args.limit)?;
-    let me = session.user_id();
+    let mut names = crate::Names::default();
+    let page = match (&args.with, args.group) {
+        (Some(with), _) => {
+            let peer = crate::lookup(session.conn(), with)?;
+            names.insert(peer, with);
+            session.conn().history(peer, args.before, args.limit)?
+        }
+        (None, Some(group)) => session
+            .conn()
+            .group_history(group, args.before, args.limit)?,
+        (None, None) => anyhow::bail!("--with or --group is required"),
+    };
+    names.insert(session.user_id(), session.username());
     for m in &page.messages {
-        let (from, to) = if m.from_user_id == me {
-            (session.username(), args.with.as_str())
-        } else {
-            (args.with.as_str(), session.username())
-        };
-        out.message(from, to, m);
+        let (from, to) = names.of_message(session.conn(), m);
+        out.message(&from, &to, m);
     }
     if page.more && !out.json {
         if let Some(first) = page.messages.first() {

@@ -59,10 +59,16 @@ fn serve(mut session: Session, rx: Receiver<Input>, out: Output) -> anyhow::Resu
     let mut peer: Option<(u64, String)> = None;
     loop {
         if let Some(event) = session.next_event(Duration::from_millis(100))? {
-            if let Some(pb::event::Kind::Message(m)) = &event.kind {
-                let from = names.get(session.conn(), m.from_user_id);
-                let to = names.get(session.conn(), m.to_user_id);
-                out.message(&from, &to, m);
+            match &event.kind {
+                Some(pb::event::Kind::Message(m)) => {
+                    let (from, to) = names.of_message(session.conn(), m);
+                    out.message(&from, &to, m);
+                }
+                Some(pb::event::Kind::GroupChange(c)) => {
+                    let sentence = names.describe(session.conn(), c);
+                    out.group_change(c, &sentence);
+                }
+                None => {}
             }
         }
         let input = match rx.try_recv() {
@@ -94,6 +100,7 @@ fn serve(mut session: Session, rx: Receiver<Input>, out: Output) -> anyhow::Resu
                             seq: ack.seq,
                             timestamp_us: ack.timestamp_us,
                             text,
+                            group_id: 0,
                         };
                         out.message(session.username(), who, &m);
                     })

@@ -40,11 +40,22 @@ pub fn run(creds: Credentials, args: Args, out: Output) -> anyhow::Result<()> {
         let Some(event) = session.next_event(Duration::from_millis(200))? else {
             continue;
         };
-        if let Some(pb::event::Kind::Message(m)) = &event.kind {
-            let from = names.get(session.conn(), m.from_user_id);
-            out.message(&from, &me, m);
-            printed += 1;
-            last_message = Instant::now();
+        match &event.kind {
+            Some(pb::event::Kind::Message(m)) => {
+                let (from, to) = if m.group_id == 0 {
+                    (names.get(session.conn(), m.from_user_id), me.clone())
+                } else {
+                    names.of_message(session.conn(), m)
+                };
+                out.message(&from, &to, m);
+                printed += 1;
+                last_message = Instant::now();
+            }
+            Some(pb::event::Kind::GroupChange(c)) => {
+                let sentence = names.describe(session.conn(), c);
+                out.group_change(c, &sentence);
+            }
+            None => {}
         }
     }
     session.flush_ack()?;

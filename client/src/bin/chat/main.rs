@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use chat_client::{ClientError, Credentials};
 use clap::{Parser, Subcommand};
 
+mod group;
 mod history;
 mod interactive;
 mod listen;
@@ -58,6 +59,9 @@ enum Command {
     History(history::Args),
     /// Print incoming messages as they arrive (everything missed first)
     Listen(listen::Args),
+    /// Create and manage groups
+    #[command(subcommand)]
+    Group(group::Command),
 }
 
 fn main() -> ExitCode {
@@ -88,15 +92,70 @@ fn run(cli: Cli, out: output::Output) -> anyhow::Result<()> {
         Some(Command::Send(args)) => send::run(creds, args, out),
         Some(Command::History(args)) => history::run(creds, args, out),
         Some(Command::Listen(args)) => listen::run(creds, args, out),
+        Some(Command::Group(command)) => group::run(creds, command, out),
         None => interactive::run(creds, out),
     }
 }
 
-/// Display names of user ids, asked of the server once each.
+/// Display names of user ids and groups, asked of the server once each.
 #[derive(Debug, Default)]
-struct Names(std::collections::HashMap<u64, String>);
+struct Names(
+    std::collections::HashMap<u64, String>,
+    std::collections::HashMap<u64, String>,
+);
 
 impl Names {
+    /// "#name" of a group, or "#<id>" when the server will not say (no longer a member).
+    fn group(&mut self, conn: &chat_client::Connection, id: u64) -> String {
+        if let Some(name) = self.1.get(&id) {
+            return name.clone();
+        }
+        let name = match conn.get_group(id) {
+            Ok(g) => format!("#{}", g.name),
+            Err(_) => format!("#{id}"),
+        };
+        self.1.insert(id, name.clone());
+        name
+    }
+
+    /// Who an event is from and to, as display names.
+    fn of_message(
+        &mut self,
+        conn: &chat_client::Connection,
+        m: &chat_client::pb::Message,
+    ) -> (String, String) {
+        let to = if m.group_id != 0 {
+            self.group(conn, m.group_id)
+        } else {
+            self.get(conn, m.to_user_id)
+        };
+        (self.get(conn, m.from_user_id), to)
+    }
+
+    /// A group change as a sentence.
+    fn describe(
+        &mut self,
+        conn: &chat_client::Connection,
+        c: &chat_client::pb::GroupChange,
+    ) -> String {
+        use chat_client::pb::GroupChangeKind as K;
+        if matches!(c.kind(), K::Renamed | K::Created) {
+            self.1.insert(c.group_id, format!("#{}", c.name));
+        }
+        let group = self.group(conn, c.group_id);
+        let actor = self.get(conn, c.actor_user_id);
+        let users: Vec<String> = c.user_ids.iter().map(|&u| self.get(conn, u)).collect();
+        let users = users.join(", ");
+        match c.kind() {
+            K::Created => format!("{actor} created {group} with {users}"),
+            K::Added => format!("{actor} added {users} to {group}"),
+            K::Removed => format!("{actor} removed {users} from {group}"),
+            K::Left => format!("{actor} left {group}"),
+            K::Renamed => format!("{actor} renamed the group to {group}"),
+            K::Unspecified => format!("{group} changed"),
+        }
+    }
+
     fn insert(&mut self, id: u64, name: &str) {
         self.0.insert(id, name.to_string());
     }

@@ -23,7 +23,8 @@ impl Output {
     pub fn sent(&self, to: &str, ack: &pb::SendAck) {
         if self.json {
             let v = json!({
-                "event": "sent", "to": to, "to_user_id": ack.to_user_id, "seq": ack.seq,
+                "event": "sent", "to": to, "to_user_id": ack.to_user_id,
+                "group_id": ack.group_id, "seq": ack.seq,
                 "timestamp_us": ack.timestamp_us, "client_msg_id": ack.client_msg_id,
                 "duplicate": ack.duplicate,
             });
@@ -43,11 +44,62 @@ impl Output {
             let v = json!({
                 "event": "message", "from": from, "to": to, "from_user_id": m.from_user_id,
                 "to_user_id": m.to_user_id, "seq": m.seq, "timestamp_us": m.timestamp_us,
-                "text": m.text,
+                "text": m.text, "group_id": m.group_id,
             });
             println!("{v}");
         } else {
             println!("[{}] {from} -> {to}: {}", clock(m.timestamp_us), m.text);
+        }
+    }
+
+    /// A group's state: name, id, members with roles (display names).
+    pub fn group(&self, g: &pb::Group, members: &[(String, pb::GroupRole)]) {
+        let role = |r: &pb::GroupRole| match r {
+            pb::GroupRole::Creator => "creator",
+            pb::GroupRole::Admin => "admin",
+            _ => "member",
+        };
+        if self.json {
+            let members: Vec<_> = g
+                .members
+                .iter()
+                .zip(members)
+                .map(|(m, (name, r))| json!({"user_id": m.user_id, "name": name, "role": role(r)}))
+                .collect();
+            let v = json!({
+                "event": "group", "group_id": g.group_id, "name": g.name,
+                "head_seq": g.head_seq, "members": members,
+            });
+            println!("{v}");
+        } else {
+            let list: Vec<String> = members
+                .iter()
+                .map(|(name, r)| match r {
+                    pb::GroupRole::Member => name.clone(),
+                    r => format!("{name} ({})", role(r)),
+                })
+                .collect();
+            println!(
+                "#{} (group {}): {} members: {}",
+                g.name,
+                g.group_id,
+                members.len(),
+                list.join(", ")
+            );
+        }
+    }
+
+    /// A membership or name change, already put into words.
+    pub fn group_change(&self, c: &pb::GroupChange, sentence: &str) {
+        if self.json {
+            let v = json!({
+                "event": "group_change", "group_id": c.group_id, "seq": c.seq,
+                "kind": c.kind().as_str_name(), "actor_user_id": c.actor_user_id,
+                "user_ids": c.user_ids, "name": c.name, "timestamp_us": c.timestamp_us,
+            });
+            println!("{v}");
+        } else {
+            println!("[{}] * {sentence}", clock(c.timestamp_us));
         }
     }
 

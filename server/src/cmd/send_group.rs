@@ -1,0 +1,70 @@
+//! SendGroupMessage: runs on the group's shard, which gives the message the next group seq
+//! and stores it once in the group log; after the group commit it acks the sender and hands
+//! the message to the members' shards (see `groups`).
+
+use std::rc::Rc;
+
+use chat_protocol::pb::{self, envelope::Body, event};
+
+use crate::request::SendGroup;
+use crate::shard::{AfterCommit, Reply, Shard};
+
+pub fn run(shard: &Rc<Shard>, reply: Reply, sender: u64, send: SendGroup) {
+    let group = match shard.groups.visible_to(shard, send.group_id, sender) {
+        Ok(g) => g,
+        Err((code, msg)) => return shard.fail(reply, code, msg),
+    };
+    let ack = |seq, timestamp_us, duplicate| {
+        Body::SendAck(pb::SendAck {
+            to_user_id: 0,
+            client_msg_id: send.client_msg_id,
+            seq,
+            timestamp_us,
+            duplicate,
+            group_id: send.group_id,
+        })
+    };
+    match shard
+        .store
+        .find_group_send(send.group_id, sender, send.client_msg_id)
+    {
+        // A retry: acked (after the commit that makes the original durable) and not sent again.
+        Ok(Some(prev)) => {
+            return shard.after_commit(AfterCommit::GroupEntry {
+                answer: Some((reply, ack(prev.seq, prev.timestamp_us, true))),
+                fanout: None,
+            })
+        }
+        Ok(None) => {}
+        Err(e) => return shard.internal(reply, &e),
+    }
+    let msg = pb::Message {
+        from_user_id: sender,
+        to_user_id: 0,
+        client_msg_id: send.client_msg_id,
+        seq: 0,
+        timestamp_us: 0,
+        text: send.text.clone(),
+        group_id: send.group_id,
+    };
+    let staged = shard.store.stage_group_entry(
+        send.group_id,
+        shard.clock.next(),
+        event::Kind::Message(msg),
+        Some((sender, send.client_msg_id)),
+    );
+    match staged {
+        Ok(entry) => {
+            let timestamp_us = match &entry.kind {
+                Some(event::Kind::Message(m)) => m.timestamp_us,
+                _ => 0,
+            };
+            let recipients = group.members.iter().map(|m| m.user_id).collect();
+            shard.after_commit(AfterCommit::GroupEntry {
+                answer: Some((reply, ack(entry.seq, timestamp_us, false))),
+                fanout: Some((entry, recipients)),
+            });
+        }
+        Err(e) => shard.internal(reply, &e),
+    }
+}
