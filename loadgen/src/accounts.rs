@@ -14,9 +14,83 @@ pub struct Account {
 
 const PASSWORD: &str = "loadgen-password";
 
+/// The accounts of the run: from the `--tokens` file when it holds them all, else logged in
+/// (or registered) and then saved there.
+pub fn prepare(args: &Args) -> anyhow::Result<Vec<Account>> {
+    if let Some(path) = &args.tokens {
+        if let Some(accounts) = load_tokens(path, args) {
+            eprintln!(
+                "using {} saved sessions from {}",
+                accounts.len(),
+                path.display()
+            );
+            return Ok(accounts);
+        }
+    }
+    let accounts = log_in_all(args)?;
+    if let Some(path) = &args.tokens {
+        save_tokens(path, args, &accounts)?;
+    }
+    Ok(accounts)
+}
+
+/// One line per account: `server prefix index user_id hex(token)`.
+fn save_tokens(path: &std::path::Path, args: &Args, accounts: &[Account]) -> anyhow::Result<()> {
+    let lines: String = accounts
+        .iter()
+        .map(|a| {
+            format!(
+                "{} {} {} {} {}\n",
+                args.server,
+                args.prefix,
+                a.index,
+                a.user_id,
+                hex(&a.token)
+            )
+        })
+        .collect();
+    std::fs::write(path, lines)?;
+    Ok(())
+}
+
+/// The saved accounts for this server and prefix, if the file has every one of them.
+fn load_tokens(path: &std::path::Path, args: &Args) -> Option<Vec<Account>> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let mut found: Vec<Option<Account>> = vec![None; args.users];
+    for line in text.lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        let [server, prefix, index, user_id, token] = f[..] else {
+            continue;
+        };
+        if server != args.server || prefix != args.prefix {
+            continue;
+        }
+        let index: usize = index.parse().ok()?;
+        if let Some(slot) = found.get_mut(index) {
+            *slot = Some(Account {
+                index,
+                user_id: user_id.parse().ok()?,
+                token: unhex(token)?,
+            });
+        }
+    }
+    found.into_iter().collect()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
 /// Logs in (or registers) `--users` accounts, a few in parallel: password hashing makes this
 /// the slow part of start-up.
-pub fn prepare(args: &Args) -> anyhow::Result<Vec<Account>> {
+fn log_in_all(args: &Args) -> anyhow::Result<Vec<Account>> {
     let workers = 8.min(args.users);
     let mut accounts: Vec<Account> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..workers)
@@ -59,4 +133,17 @@ fn account(conn: &Connection, name: &str, index: usize) -> anyhow::Result<Accoun
         user_id: login.user_id,
         token: login.token.to_vec(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // reason: test code
+
+    #[test]
+    fn tokens_round_trip_through_hex() {
+        let token = vec![0u8, 1, 0xab, 0xff];
+        assert_eq!(super::hex(&token), "0001abff");
+        assert_eq!(super::unhex("0001abff"), Some(token));
+        assert_eq!(super::unhex("0g"), None);
+    }
 }

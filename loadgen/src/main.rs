@@ -68,6 +68,11 @@ pub struct Args {
     /// Pin load generator thread N to this CPU + N (e.g. 1 on a 2-core box with the server on 0)
     #[arg(long, value_name = "CPU")]
     pub pin: Option<usize>,
+    /// Session tokens of the accounts, kept between runs: a later run with the same file
+    /// resumes sessions instead of logging in (no password hashing on the server, so
+    /// thousands of connections start in seconds). Written when missing or stale.
+    #[arg(long, value_name = "FILE")]
+    pub tokens: Option<PathBuf>,
     /// Account name prefix: accounts PREFIX0.. are reused across runs
     #[arg(long, default_value = "lg")]
     pub prefix: String,
@@ -94,6 +99,10 @@ pub struct Args {
     /// Delivery p99 bound for --max, milliseconds
     #[arg(long, default_value_t = 10.0)]
     pub p99_bound_ms: f64,
+    /// Busy-poll this many microseconds before a load generator thread sleeps: with a
+    /// dedicated core, the server's writes then need no wake-up of a sleeping thread
+    #[arg(long, default_value_t = 0, value_name = "US")]
+    pub spin_us: u64,
 }
 
 impl Args {

@@ -125,8 +125,11 @@ pub fn run_all(args: &Args, accounts: Vec<Account>) -> anyhow::Result<Vec<Thread
             Some(cpu) => Placement::Fixed(cpu + t),
             None => Placement::Unbound,
         };
-        let handle = LocalExecutorBuilder::new(placement)
-            .name(&format!("loadgen-{t}"))
+        let mut builder = LocalExecutorBuilder::new(placement).name(&format!("loadgen-{t}"));
+        if args.spin_us > 0 {
+            builder = builder.spin_before_park(Duration::from_micros(args.spin_us));
+        }
+        let handle = builder
             .spawn(move || async move { run_thread(args, t, tls, mine, shared).await })
             .map_err(|e| anyhow::anyhow!("starting loadgen thread {t}: {e}"))?;
         handles.push(handle);
