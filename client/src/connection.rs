@@ -328,6 +328,47 @@ impl Connection {
         self.group_request(Body::GetGroup(pb::GetGroup { group_id }))
     }
 
+    /// Marks a 1:1 conversation read up to a seq of the caller's own inbox.
+    pub fn mark_read(&self, with_user_id: u64, up_to_seq: u64) -> Result<()> {
+        self.done(Body::MarkRead(pb::MarkRead {
+            with_user_id,
+            group_id: 0,
+            up_to_seq,
+        }))
+    }
+
+    /// Marks a group read up to a group seq.
+    pub fn mark_group_read(&self, group_id: u64, up_to_seq: u64) -> Result<()> {
+        self.done(Body::MarkRead(pb::MarkRead {
+            with_user_id: 0,
+            group_id,
+            up_to_seq,
+        }))
+    }
+
+    /// Who has received and read a group message.
+    pub fn get_receipts(&self, group_id: u64, seq: u64) -> Result<pb::Receipts> {
+        match self.request(Body::GetReceipts(pb::GetReceipts { group_id, seq }))? {
+            Body::Receipts(r) => Ok(r),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Changes settings (None = unchanged); returns them all.
+    pub fn set_settings(&self, read_receipts: Option<bool>) -> Result<pb::Settings> {
+        match self.request(Body::SetSettings(pb::SetSettings { read_receipts }))? {
+            Body::Settings(s) => Ok(s),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    fn done(&self, body: Body) -> Result<()> {
+        match self.request(body)? {
+            Body::Done(_) => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     fn group_request(&self, body: Body) -> Result<pb::Group> {
         match self.request(body)? {
             Body::GroupInfo(pb::GroupInfo { group: Some(g) }) => Ok(g),

@@ -65,6 +65,17 @@ pub enum Request {
         group_id: u64,
     },
     SendGroup(SendGroup),
+    MarkRead {
+        with: Conversation,
+        up_to_seq: u64,
+    },
+    GetReceipts {
+        group_id: u64,
+        seq: u64,
+    },
+    SetSettings {
+        read_receipts: Option<bool>,
+    },
 }
 
 /// The other side of a conversation.
@@ -125,16 +136,7 @@ impl Request {
                 up_to_seq: a.up_to_seq,
             },
             Body::GetMessages(g) => Request::History {
-                with: match (g.with_user_id, g.group_id) {
-                    (user, 0) if user != 0 => Conversation::User(user),
-                    (0, group) if group != 0 => Conversation::Group(group),
-                    _ => {
-                        return Err(Rejected(
-                            ErrorCode::InvalidArgument,
-                            "set exactly one of with_user_id and group_id".into(),
-                        ))
-                    }
-                },
+                with: conversation(g.with_user_id, g.group_id)?,
                 before_us: g.before_timestamp_us,
                 limit: match g.limit as usize {
                     0 => DEFAULT_HISTORY_LIMIT,
@@ -163,6 +165,17 @@ impl Request {
             },
             Body::GetGroup(g) => Request::GetGroup {
                 group_id: group_id(g.group_id)?,
+            },
+            Body::MarkRead(m) => Request::MarkRead {
+                with: conversation(m.with_user_id, m.group_id)?,
+                up_to_seq: m.up_to_seq,
+            },
+            Body::GetReceipts(g) => Request::GetReceipts {
+                group_id: group_id(g.group_id)?,
+                seq: g.seq,
+            },
+            Body::SetSettings(s) => Request::SetSettings {
+                read_receipts: s.read_receipts,
             },
             Body::SendGroupMessage(m) => Request::SendGroup(SendGroup {
                 group_id: group_id(m.group_id)?,
@@ -251,6 +264,15 @@ fn text(text: String, client_msg_id: u64, max_text_bytes: usize) -> Result<Strin
     Ok(text)
 }
 
+/// A conversation named by exactly one of a user id and a group id.
+fn conversation(user_id: u64, group_id: u64) -> Result<Conversation, Rejected> {
+    match (user_id, group_id) {
+        (user, 0) if user != 0 => Ok(Conversation::User(user)),
+        (0, group) if group != 0 => Ok(Conversation::Group(group)),
+        _ => Err(invalid("set exactly one of with_user_id and group_id")),
+    }
+}
+
 fn group_id(id: u64) -> Result<u64, Rejected> {
     if id == 0 {
         return Err(invalid("group_id must be nonzero"));
@@ -294,6 +316,9 @@ fn body_name(body: &Body) -> &'static str {
         Body::Pong(_) => "Pong",
         Body::Event(_) => "Event",
         Body::GroupInfo(_) => "GroupInfo",
+        Body::Done(_) => "Done",
+        Body::Receipts(_) => "Receipts",
+        Body::Settings(_) => "Settings",
         _ => "request",
     }
 }

@@ -82,6 +82,20 @@ pub enum ShardMsg {
     },
     /// The destination (the group's shard) learns that a member shard stored an entry.
     GroupDelivered { group_id: u64, seq: u64 },
+    /// For the inbox of `to`, a user of the destination shard: some of their messages were
+    /// delivered or read.
+    Receipt { to: u64, receipt: pb::Receipt },
+    /// For a group's shard: a member has received (`delivered`) and/or read (`read`) the
+    /// group up to those group seqs (0 = no news). `reply` is answered for a MarkRead;
+    /// `share_read` is false when the member turned read receipts off.
+    GroupProgress {
+        group_id: u64,
+        member: u64,
+        delivered: u64,
+        read: u64,
+        share_read: bool,
+        reply: Option<Reply>,
+    },
 }
 
 /// Work that waits for the shard's next group commit (see [`Shard::commit_staged`]).
@@ -104,6 +118,10 @@ pub enum AfterCommit {
         answer: Option<(Reply, Body)>,
         fanout: Option<(pb::Event, Vec<u64>)>,
     },
+    /// An answer to send once staged writes are durable.
+    Answer { reply: Reply, body: Body },
+    /// An event appended to a user's inbox, to push once durable.
+    Appended { user: u64, event: pb::Event },
     /// On a member shard: a group entry stored for local members (seq is the group seq).
     GroupDelivery {
         from: usize,
@@ -235,6 +253,24 @@ impl Shard {
             ShardMsg::GroupDelivered { group_id, seq } => {
                 self.groups.delivered(self, group_id, seq)
             }
+            ShardMsg::Receipt { to, receipt } => crate::receipts::store(self, to, receipt),
+            ShardMsg::GroupProgress {
+                group_id,
+                member,
+                delivered,
+                read,
+                share_read,
+                reply,
+            } => crate::receipts::group_progress(
+                self,
+                crate::receipts::Progress {
+                    group_id,
+                    member,
+                    delivered,
+                    read: if share_read { read } else { 0 },
+                },
+                reply,
+            ),
         }
     }
 
@@ -273,13 +309,16 @@ impl Shard {
                 match item {
                     AfterCommit::StoredForRecipient { reply, .. }
                     | AfterCommit::RecordedForSender { reply, .. }
+                    | AfterCommit::Answer { reply, .. }
                     | AfterCommit::GroupEntry {
                         answer: Some((reply, _)),
                         ..
                     } => self.fail(reply, ErrorCode::Internal, "internal server error"),
                     // Unconfirmed: the group's shard hands the entry out again on restart.
+                    // A lost receipt is superseded by the next one (they are cumulative).
                     AfterCommit::GroupEntry { answer: None, .. }
-                    | AfterCommit::GroupDelivery { .. } => {}
+                    | AfterCommit::GroupDelivery { .. }
+                    | AfterCommit::Appended { .. } => {}
                 }
             }
             return;
@@ -296,6 +335,8 @@ impl Shard {
                     msg,
                     duplicate,
                 } => cmd::send::durable_for_sender(self, reply, &msg, duplicate),
+                AfterCommit::Answer { reply, body } => self.respond(reply, body),
+                AfterCommit::Appended { user, event } => self.on_appended(user, &event),
                 AfterCommit::GroupEntry { answer, fanout } => {
                     if let Some((reply, body)) = answer {
                         self.respond(reply, body);
@@ -466,7 +507,9 @@ impl Shard {
                 | Request::History {
                     with: Conversation::User(_),
                     ..
-                },
+                }
+                | Request::MarkRead { .. }
+                | Request::SetSettings { .. },
                 Some(me),
             ) => shard_of_user(me, self.shards),
             // A new group lives on the shard that creates it.
@@ -478,6 +521,7 @@ impl Shard {
                 | Request::RenameGroup { group_id, .. }
                 | Request::GetGroup { group_id }
                 | Request::SendGroup(crate::request::SendGroup { group_id, .. })
+                | Request::GetReceipts { group_id, .. }
                 | Request::History {
                     with: Conversation::Group(group_id),
                     ..

@@ -27,6 +27,7 @@ fn timestamp_of(entry: &pb::Event) -> u64 {
     match entry.kind.as_ref() {
         Some(event::Kind::Message(m)) => m.timestamp_us,
         Some(event::Kind::GroupChange(c)) => c.timestamp_us,
+        Some(event::Kind::Receipt(r)) => r.timestamp_us,
         None => 0,
     }
 }
@@ -128,6 +129,9 @@ impl Store {
                 timestamp_us,
                 ..c
             }),
+            event::Kind::Receipt(_) => {
+                return Err(corrupt(CF_GROUP_LOG, "a receipt is not a group log entry"))
+            }
         };
         let entry = pb::Event {
             seq,

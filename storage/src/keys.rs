@@ -56,3 +56,12 @@ pub fn group_log(group_id: u64, timestamp_us: u64) -> [u8; 16] {
 pub fn group_entry(group_id: u64, seq: u64) -> [u8; 16] {
     pair(group_id, seq)
 }
+
+/// read_markers: reader | 0 (user) or 1 (group) | peer user id or group id
+pub fn read_marker(reader: u64, group: bool, conversation: u64) -> [u8; 17] {
+    let mut k = [0u8; 17];
+    k[..8].copy_from_slice(&reader.to_be_bytes());
+    k[8] = u8::from(group);
+    k[9..].copy_from_slice(&conversation.to_be_bytes());
+    k
+}

@@ -10,6 +10,7 @@
 
 mod groups;
 pub mod keys;
+mod receipts;
 pub mod records;
 
 use std::cell::{Ref, RefCell};
@@ -24,7 +25,8 @@ use rocksdb::{
 };
 
 pub use groups::group_of;
-pub use records::{SendRecord, TokenRecord, UserRecord};
+pub use receipts::RECEIPT_SCAN_LIMIT;
+pub use records::{GroupMarks, SendRecord, TokenRecord, UserRecord};
 
 const CF_USERS: &str = "users";
 const CF_USERNAMES: &str = "usernames";
@@ -39,7 +41,9 @@ const CF_GROUP_LOG: &str = "group_log";
 const CF_GROUP_IDEMPOTENCY: &str = "group_idempotency";
 const CF_GROUP_PENDING: &str = "group_pending";
 const CF_GROUP_COPIES: &str = "group_copies";
-const ALL_CFS: [&str; 13] = [
+const CF_READ_MARKERS: &str = "read_markers";
+const CF_GROUP_RECEIPTS: &str = "group_receipts";
+const ALL_CFS: [&str; 15] = [
     CF_USERS,
     CF_USERNAMES,
     CF_TOKENS,
@@ -53,6 +57,8 @@ const ALL_CFS: [&str; 13] = [
     CF_GROUP_IDEMPOTENCY,
     CF_GROUP_PENDING,
     CF_GROUP_COPIES,
+    CF_READ_MARKERS,
+    CF_GROUP_RECEIPTS,
 ];
 
 /// Errors from the storage layer.

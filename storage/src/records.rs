@@ -12,6 +12,9 @@ pub struct UserRecord {
     pub password_hash: String,
     #[prost(uint64, tag = "4")]
     pub created_us: u64,
+    /// The user turned read receipts off (sends none, receives none).
+    #[prost(bool, tag = "5")]
+    pub read_receipts_off: bool,
 }
 
 /// Column family `tokens`, key sha256(token).
@@ -51,4 +54,14 @@ pub struct GroupRef {
     pub group_id: u64,
     #[prost(uint64, tag = "2")]
     pub seq: u64,
+}
+
+/// Column family `group_receipts`, key group_id | member: how far the member has received
+/// and read the group (group seqs).
+#[derive(Clone, Copy, PartialEq, prost::Message)]
+pub struct GroupMarks {
+    #[prost(uint64, tag = "1")]
+    pub delivered: u64,
+    #[prost(uint64, tag = "2")]
+    pub read: u64,
 }

@@ -26,6 +26,7 @@ fn user(id: u64, name: &str) -> UserRecord {
         username: name.into(),
         password_hash: "$argon2id$fake".into(),
         created_us: 1,
+        read_receipts_off: false,
     }
 }
 

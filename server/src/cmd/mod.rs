@@ -10,17 +10,20 @@ pub mod ack;
 pub mod add_members;
 pub mod create_group;
 pub mod get_group;
+pub mod get_receipts;
 pub mod get_user;
 pub mod history;
 pub mod leave_group;
 pub mod login;
 pub mod lookup;
+pub mod mark_read;
 pub mod register;
 pub mod remove_member;
 pub mod rename_group;
 pub mod resume;
 pub mod send;
 pub mod send_group;
+pub mod set_settings;
 pub mod sync;
 
 pub fn execute(shard: &Rc<Shard>, reply: Reply, user: Option<u64>, req: Request) {
@@ -60,6 +63,15 @@ pub fn execute(shard: &Rc<Shard>, reply: Reply, user: Option<u64>, req: Request)
         }
         (Request::GetGroup { group_id }, Some(me)) => get_group::run(shard, reply, me, group_id),
         (Request::SendGroup(send), Some(me)) => send_group::run(shard, reply, me, send),
+        (Request::MarkRead { with, up_to_seq }, Some(me)) => {
+            mark_read::run(shard, reply, me, with, up_to_seq)
+        }
+        (Request::GetReceipts { group_id, seq }, Some(me)) => {
+            get_receipts::run(shard, reply, me, group_id, seq)
+        }
+        (Request::SetSettings { read_receipts }, Some(me)) => {
+            set_settings::run(shard, reply, me, read_receipts)
+        }
         // The connection's shard answers Ping and rejects unauthenticated requests before
         // routing, so nothing else reaches here.
         (req, _) => shard.internal(reply, &format!("unroutable request {req:?}")),

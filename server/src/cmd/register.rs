@@ -34,6 +34,7 @@ pub fn run(shard: &Rc<Shard>, reply: Reply, username: String, password: String) 
             username,
             password_hash: hash,
             created_us: Clock::now_us(),
+            read_receipts_off: false,
         };
         // Checked again here: another Register may have taken the name while we hashed.
         match shard.store.create_user(&record) {

@@ -30,9 +30,9 @@ pub fn run(shard: &Rc<Shard>, reply: Reply, sender: u64, send: SendGroup) {
     {
         // A retry: acked (after the commit that makes the original durable) and not sent again.
         Ok(Some(prev)) => {
-            return shard.after_commit(AfterCommit::GroupEntry {
-                answer: Some((reply, ack(prev.seq, prev.timestamp_us, true))),
-                fanout: None,
+            return shard.after_commit(AfterCommit::Answer {
+                reply,
+                body: ack(prev.seq, prev.timestamp_us, true),
             })
         }
         Ok(None) => {}

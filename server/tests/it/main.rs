@@ -6,5 +6,6 @@ mod accounts;
 mod bad_input;
 mod groups;
 mod messaging;
+mod receipts;
 mod restart;
 mod support;

@@ -206,6 +206,7 @@ pub fn seed_users(
                     username: name.clone(),
                     password_hash: hash.clone(),
                     created_us: 1,
+                    read_receipts_off: false,
                 })
                 .unwrap();
             (name, user_id)

@@ -68,6 +68,10 @@ fn serve(mut session: Session, rx: Receiver<Input>, out: Output) -> anyhow::Resu
                     let sentence = names.describe(session.conn(), c);
                     out.group_change(c, &sentence);
                 }
+                Some(pb::event::Kind::Receipt(r)) => {
+                    let (by, conversation) = names.of_receipt(session.conn(), r);
+                    out.receipt(r, &by, &conversation);
+                }
                 None => {}
             }
         }

@@ -55,6 +55,10 @@ pub fn run(creds: Credentials, args: Args, out: Output) -> anyhow::Result<()> {
                 let sentence = names.describe(session.conn(), c);
                 out.group_change(c, &sentence);
             }
+            Some(pb::event::Kind::Receipt(r)) => {
+                let (by, conversation) = names.of_receipt(session.conn(), r);
+                out.receipt(r, &by, &conversation);
+            }
             None => {}
         }
     }

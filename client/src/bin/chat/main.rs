@@ -132,6 +132,21 @@ impl Names {
         (self.get(conn, m.from_user_id), to)
     }
 
+    /// Who a receipt is from, and the conversation it is about.
+    fn of_receipt(
+        &mut self,
+        conn: &chat_client::Connection,
+        r: &chat_client::pb::Receipt,
+    ) -> (String, String) {
+        let by = self.get(conn, r.by_user_id);
+        let conversation = if r.group_id != 0 {
+            self.group(conn, r.group_id)
+        } else {
+            by.clone()
+        };
+        (by, conversation)
+    }
+
     /// A group change as a sentence.
     fn describe(
         &mut self,

@@ -103,6 +103,36 @@ impl Output {
         }
     }
 
+    /// A delivered/read receipt for messages the user sent: two ticks, as messengers show
+    /// them ("vv" delivered, "VV" read).
+    pub fn receipt(&self, r: &pb::Receipt, by: &str, conversation: &str) {
+        let read = r.kind() == pb::ReceiptKind::Read;
+        if self.json {
+            let v = json!({
+                "event": "receipt", "kind": if read { "read" } else { "delivered" },
+                "by": by, "by_user_id": r.by_user_id, "group_id": r.group_id,
+                "up_to_seq": r.up_to_seq, "timestamp_us": r.timestamp_us,
+            });
+            println!("{v}");
+        } else {
+            let (ticks, what) = if read {
+                ("VV", "read")
+            } else {
+                ("vv", "delivered to")
+            };
+            let whom = if r.group_id != 0 {
+                format!("{by} in {conversation}")
+            } else {
+                by.to_string()
+            };
+            println!(
+                "[{}] {ticks} {what} {whom}: your messages up to seq {}",
+                clock(r.timestamp_us),
+                r.up_to_seq
+            );
+        }
+    }
+
     pub fn info(&self, text: &str) {
         if self.json {
             println!("{}", json!({"event": "info", "text": text}));

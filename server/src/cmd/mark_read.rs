@@ -1,0 +1,58 @@
+//! MarkRead: the caller has read a conversation up to a seq. Runs on the caller's shard,
+//! which keeps the caller's read marker and knows whether they share read receipts; a
+//! group's part continues on the group's shard (see `receipts`).
+
+use std::rc::Rc;
+
+use chat_protocol::pb::{self, envelope::Body, ReceiptKind};
+
+use crate::receipts;
+use crate::request::Conversation;
+use crate::routing::shard_of_group;
+use crate::shard::{AfterCommit, Reply, Shard, ShardMsg};
+
+pub fn run(shard: &Rc<Shard>, reply: Reply, me: u64, with: Conversation, up_to_seq: u64) {
+    let share = receipts::read_receipts_on(shard, me);
+    match with {
+        Conversation::User(peer) => {
+            let head = match shard.store.inbox_head(me) {
+                Ok(h) => h,
+                Err(e) => return shard.internal(reply, &e),
+            };
+            if up_to_seq > head {
+                return receipts::beyond_head(shard, reply, up_to_seq, head);
+            }
+            match shard.store.advance_read_marker(me, false, peer, up_to_seq) {
+                Ok(Some(_)) if share => {
+                    receipts::send(shard, peer, me, 0, ReceiptKind::Read, up_to_seq)
+                }
+                Ok(_) => {}
+                Err(e) => return shard.internal(reply, &e),
+            }
+            shard.after_commit(AfterCommit::Answer {
+                reply,
+                body: Body::Done(pb::Done {}),
+            });
+        }
+        Conversation::Group(group_id) => {
+            if let Err(e) = shard
+                .store
+                .advance_read_marker(me, true, group_id, up_to_seq)
+            {
+                return shard.internal(reply, &e);
+            }
+            shard.want_commit();
+            shard.dispatch(
+                shard_of_group(group_id, shard.shards),
+                ShardMsg::GroupProgress {
+                    group_id,
+                    member: me,
+                    delivered: 0,
+                    read: up_to_seq,
+                    share_read: share,
+                    reply: Some(reply),
+                },
+            );
+        }
+    }
+}

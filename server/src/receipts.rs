@@ -1,0 +1,194 @@
+//! Receipts: delivered (a device of the recipient acked the message) and read (the
+//! recipient sent MarkRead), each one cumulative ("everything up to seq N"), stored in the
+//! sender's inbox and pushed to the sender's live sessions.
+//!
+//! 1:1 receipts go straight from the recipient's shard to the sender's. Group progress goes
+//! to the group's shard, which keeps each member's marks (for GetReceipts) and sends a
+//! receipt to every sender the new marks cover. Read receipts are dropped on the reader's
+//! shard when the reader turned them off, and on the sender's when the sender did.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use chat_protocol::pb::{self, envelope::Body, event, ReceiptKind};
+use chat_protocol::ErrorCode;
+
+use crate::clock::Clock;
+use crate::routing::{shard_of_group, shard_of_user};
+use crate::shard::{AfterCommit, Reply, Shard, ShardMsg};
+
+/// A member's news about a group, in group seqs (0 = none).
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    pub group_id: u64,
+    pub member: u64,
+    pub delivered: u64,
+    pub read: u64,
+}
+
+/// Whether `user` (of this shard) sends and receives read receipts.
+pub fn read_receipts_on(shard: &Shard, user: u64) -> bool {
+    match shard.store.user(user) {
+        Ok(Some(u)) => !u.read_receipts_off,
+        _ => false,
+    }
+}
+
+/// Sends a receipt to the shard of `to`.
+pub fn send(shard: &Rc<Shard>, to: u64, by: u64, group_id: u64, kind: ReceiptKind, up_to: u64) {
+    let receipt = pb::Receipt {
+        by_user_id: by,
+        group_id,
+        kind: kind as i32,
+        up_to_seq: up_to,
+        timestamp_us: Clock::now_us(),
+    };
+    shard.dispatch(
+        shard_of_user(to, shard.shards),
+        ShardMsg::Receipt { to, receipt },
+    );
+}
+
+/// On the sender's shard: stores a receipt in the sender's inbox, then pushes it.
+pub fn store(shard: &Rc<Shard>, to: u64, receipt: pb::Receipt) {
+    if receipt.kind() == ReceiptKind::Read && !read_receipts_on(shard, to) {
+        return;
+    }
+    match shard.store.stage_event(to, event::Kind::Receipt(receipt)) {
+        Ok(event) => shard.after_commit(AfterCommit::Appended { user: to, event }),
+        Err(e) => tracing::error!(shard = shard.id, "storing a receipt: {e}"),
+    }
+}
+
+/// On the user's shard, after an Ack moved their cursor from `old` to `new`: delivered
+/// receipts for the 1:1 messages, progress for the groups, that the range covers.
+pub fn acked(shard: &Rc<Shard>, user: u64, old: u64, new: u64) {
+    let span = (new - old).min(chat_storage::RECEIPT_SCAN_LIMIT as u64);
+    let events = match shard.store.read_inbox(user, new - span, span as usize) {
+        Ok(events) => events,
+        Err(e) => return tracing::error!(shard = shard.id, "reading acked events: {e}"),
+    };
+    let mut senders: HashMap<u64, u64> = HashMap::new();
+    let mut groups: HashMap<u64, u64> = HashMap::new();
+    for e in events {
+        match e.kind {
+            Some(event::Kind::Message(m)) if m.group_id == 0 && m.from_user_id != user => {
+                let seq = senders.entry(m.from_user_id).or_default();
+                *seq = (*seq).max(e.seq);
+            }
+            Some(event::Kind::Message(pb::Message { group_id, seq, .. }))
+            | Some(event::Kind::GroupChange(pb::GroupChange { group_id, seq, .. })) => {
+                let at = groups.entry(group_id).or_default();
+                *at = (*at).max(seq);
+            }
+            _ => {}
+        }
+    }
+    for (sender, up_to) in senders {
+        send(shard, sender, user, 0, ReceiptKind::Delivered, up_to);
+    }
+    for (group_id, delivered) in groups {
+        shard.dispatch(
+            shard_of_group(group_id, shard.shards),
+            ShardMsg::GroupProgress {
+                group_id,
+                member: user,
+                delivered,
+                read: 0,
+                share_read: false,
+                reply: None,
+            },
+        );
+    }
+}
+
+/// On a group's shard: records a member's marks and sends receipts to the senders of the
+/// messages they newly cover. Answers `reply` (a MarkRead) with Done, or GROUP_NOT_FOUND
+/// for a non-member.
+pub fn group_progress(shard: &Rc<Shard>, p: Progress, reply: Option<Reply>) {
+    if let Err((code, msg)) = shard.groups.visible_to(shard, p.group_id, p.member) {
+        if let Some(reply) = reply {
+            shard.fail(reply, code, msg);
+        }
+        return;
+    }
+    let old = match shard
+        .store
+        .advance_group_marks(p.group_id, p.member, p.delivered, p.read)
+    {
+        Ok(old) => old,
+        Err(e) => {
+            if let Some(reply) = reply {
+                shard.internal(reply, &e);
+            }
+            return;
+        }
+    };
+    // Reading implies having received.
+    let delivered = p.delivered.max(p.read);
+    for (kind, from, to) in [
+        (ReceiptKind::Delivered, old.delivered, delivered),
+        (ReceiptKind::Read, old.read, p.read),
+    ] {
+        if to <= from {
+            continue;
+        }
+        match shard.store.group_senders(p.group_id, from, to) {
+            Ok(senders) => {
+                for (sender, up_to) in senders {
+                    if sender != p.member {
+                        send(shard, sender, p.member, p.group_id, kind, up_to);
+                    }
+                }
+            }
+            Err(e) => tracing::error!(shard = shard.id, "finding group senders: {e}"),
+        }
+    }
+    if let Some(reply) = reply {
+        shard.after_commit(AfterCommit::Answer {
+            reply,
+            body: Body::Done(pb::Done {}),
+        });
+    } else {
+        shard.want_commit();
+    }
+}
+
+/// GetReceipts, on the group's shard: who has received and read message `seq`.
+pub fn get(shard: &Rc<Shard>, reply: Reply, me: u64, group_id: u64, seq: u64) {
+    let group = match shard.groups.visible_to(shard, group_id, me) {
+        Ok(g) => g,
+        Err((code, msg)) => return shard.fail(reply, code, msg),
+    };
+    let sender = match shard
+        .store
+        .group_senders(group_id, seq.saturating_sub(1), seq)
+    {
+        Ok(s) => s.into_keys().next(),
+        Err(e) => return shard.internal(reply, &e),
+    };
+    let marks = match shard.store.group_marks(group_id) {
+        Ok(m) => m,
+        Err(e) => return shard.internal(reply, &e),
+    };
+    let members: std::collections::HashSet<u64> = group.members.iter().map(|m| m.user_id).collect();
+    let mut receipts = pb::Receipts::default();
+    for (member, m) in marks {
+        if Some(member) == sender || !members.contains(&member) {
+            continue;
+        }
+        if m.delivered >= seq {
+            receipts.delivered_to.push(member);
+        }
+        if m.read >= seq {
+            receipts.read_by.push(member);
+        }
+    }
+    shard.respond(reply, Body::Receipts(receipts));
+}
+
+/// ErrorCode for a MarkRead beyond the reader's inbox.
+pub fn beyond_head(shard: &Rc<Shard>, reply: Reply, seq: u64, head: u64) {
+    let msg = format!("cannot mark seq {seq} read: the inbox head is {head}");
+    shard.fail(reply, ErrorCode::InvalidArgument, msg);
+}
