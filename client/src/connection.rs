@@ -355,11 +355,52 @@ impl Connection {
     }
 
     /// Changes settings (None = unchanged); returns them all.
-    pub fn set_settings(&self, read_receipts: Option<bool>) -> Result<pb::Settings> {
-        match self.request(Body::SetSettings(pb::SetSettings { read_receipts }))? {
+    pub fn set_settings(
+        &self,
+        read_receipts: Option<bool>,
+        presence_visibility: Option<pb::PresenceVisibility>,
+    ) -> Result<pb::Settings> {
+        let req = pb::SetSettings {
+            read_receipts,
+            presence_visibility: presence_visibility.map(|v| v as i32),
+        };
+        match self.request(Body::SetSettings(req))? {
             Body::Settings(s) => Ok(s),
             other => Err(unexpected(&other)),
         }
+    }
+
+    /// Presence of `user_ids` now, and PresenceUpdate pushes while this connection lasts
+    /// (see [`Connection::unsolicited`]).
+    pub fn subscribe_presence(&self, user_ids: &[u64]) -> Result<Vec<pb::Presence>> {
+        let req = Body::SubscribePresence(pb::SubscribePresence {
+            user_ids: user_ids.to_vec(),
+        });
+        self.presence_request(req)
+    }
+
+    /// Presence of `user_ids` now.
+    pub fn get_presence(&self, user_ids: &[u64]) -> Result<Vec<pb::Presence>> {
+        let req = Body::GetPresence(pb::GetPresence {
+            user_ids: user_ids.to_vec(),
+        });
+        self.presence_request(req)
+    }
+
+    fn presence_request(&self, body: Body) -> Result<Vec<pb::Presence>> {
+        match self.request(body)? {
+            Body::PresenceSnapshot(s) => Ok(s.users),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Tells a user (`group_id` 0) or a group (`to_user_id` 0) that the caller is typing.
+    pub fn typing(&self, to_user_id: u64, group_id: u64, typing: bool) -> Result<()> {
+        self.done(Body::Typing(pb::Typing {
+            to_user_id,
+            group_id,
+            typing,
+        }))
     }
 
     fn done(&self, body: Body) -> Result<()> {
@@ -416,7 +457,8 @@ impl Connection {
         }
     }
 
-    /// Frames that answer no request of ours (e.g. an error about an undecodable frame).
+    /// Frames that answer no request of ours: ephemeral pushes (PresenceUpdate,
+    /// TypingUpdate) and errors about undecodable frames.
     pub fn unsolicited(&self) -> &Receiver<pb::Envelope> {
         &self.unsolicited
     }

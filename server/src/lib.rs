@@ -11,6 +11,7 @@ mod cmd;
 pub mod config;
 mod conn;
 mod groups;
+mod presence;
 mod receipts;
 pub mod request;
 pub mod routing;

@@ -75,6 +75,17 @@ pub enum Request {
     },
     SetSettings {
         read_receipts: Option<bool>,
+        presence_visibility: Option<pb::PresenceVisibility>,
+    },
+    SubscribePresence {
+        user_ids: Vec<u64>,
+    },
+    GetPresence {
+        user_ids: Vec<u64>,
+    },
+    Typing {
+        with: Conversation,
+        typing: bool,
     },
 }
 
@@ -176,6 +187,23 @@ impl Request {
             },
             Body::SetSettings(s) => Request::SetSettings {
                 read_receipts: s.read_receipts,
+                presence_visibility: match s.presence_visibility {
+                    None => None,
+                    Some(v) => Some(
+                        pb::PresenceVisibility::try_from(v)
+                            .map_err(|_| invalid("unknown presence_visibility"))?,
+                    ),
+                },
+            },
+            Body::SubscribePresence(s) => Request::SubscribePresence {
+                user_ids: presence_users(s.user_ids)?,
+            },
+            Body::GetPresence(g) => Request::GetPresence {
+                user_ids: presence_users(g.user_ids)?,
+            },
+            Body::Typing(t) => Request::Typing {
+                with: conversation(t.to_user_id, t.group_id)?,
+                typing: t.typing,
             },
             Body::SendGroupMessage(m) => Request::SendGroup(SendGroup {
                 group_id: group_id(m.group_id)?,
@@ -264,6 +292,14 @@ fn text(text: String, client_msg_id: u64, max_text_bytes: usize) -> Result<Strin
     Ok(text)
 }
 
+fn presence_users(ids: Vec<u64>) -> Result<Vec<u64>, Rejected> {
+    let max = crate::presence::MAX_PRESENCE_USERS;
+    if ids.len() > max {
+        return Err(invalid(&format!("at most {max} user ids per request")));
+    }
+    user_ids(ids)
+}
+
 /// A conversation named by exactly one of a user id and a group id.
 fn conversation(user_id: u64, group_id: u64) -> Result<Conversation, Rejected> {
     match (user_id, group_id) {
@@ -319,6 +355,9 @@ fn body_name(body: &Body) -> &'static str {
         Body::Done(_) => "Done",
         Body::Receipts(_) => "Receipts",
         Body::Settings(_) => "Settings",
+        Body::PresenceSnapshot(_) => "PresenceSnapshot",
+        Body::PresenceUpdate(_) => "PresenceUpdate",
+        Body::TypingUpdate(_) => "TypingUpdate",
         _ => "request",
     }
 }

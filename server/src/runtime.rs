@@ -42,6 +42,10 @@ pub async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static)
     glommio::executor().spawn_blocking(f).await
 }
 
+pub async fn sleep(duration: Duration) {
+    glommio::timer::sleep(duration).await;
+}
+
 pub async fn yield_now() {
     glommio::yield_if_needed().await;
 }

@@ -21,6 +21,7 @@ use chat_storage::Store;
 use crate::clock::Clock;
 use crate::cmd;
 use crate::groups::{self, Groups};
+use crate::presence::PresenceHub;
 use crate::request::{Conversation, Request};
 use crate::routing::{shard_of_group, shard_of_user, shard_of_username};
 use crate::signal::{OutQueue, Signal};
@@ -85,6 +86,22 @@ pub enum ShardMsg {
     /// For the inbox of `to`, a user of the destination shard: some of their messages were
     /// delivered or read.
     Receipt { to: u64, receipt: pb::Receipt },
+    /// For the shard of the users a presence request names.
+    PresenceQuery(Box<crate::presence::PresenceQuery>),
+    /// The answer, for the requester's shard.
+    PresenceAnswer {
+        op: u64,
+        presences: Vec<pb::Presence>,
+    },
+    /// A connection that watched users of the destination shard closed.
+    Unsubscribe { conn: ConnRef, targets: Vec<u64> },
+    /// A typing indication for members of a group who live on the destination shard.
+    TypingFanout {
+        from: u64,
+        group_id: u64,
+        typing: bool,
+        members: Vec<u64>,
+    },
     /// For a group's shard: a member has received (`delivered`) and/or read (`read`) the
     /// group up to those group seqs (0 = no news). `reply` is answered for a MarkRead;
     /// `share_read` is false when the member turned read receipts off.
@@ -149,6 +166,8 @@ pub struct ConnEntry {
     pub login_pending: Cell<bool>,
     /// Requests pipelined behind an in-flight Login/Resume, run once it is answered.
     pub deferred: RefCell<Vec<(Reply, Request)>>,
+    /// Users whose presence this connection subscribed to (unsubscribed when it closes).
+    pub watching: RefCell<Vec<u64>>,
 }
 
 /// How many requests may wait behind an in-flight login.
@@ -187,6 +206,7 @@ pub struct Shard {
     after_commit: RefCell<Vec<AfterCommit>>,
     commit_ready: Signal,
     pub groups: Groups,
+    pub presence: Rc<PresenceHub>,
 }
 
 impl Shard {
@@ -206,6 +226,7 @@ impl Shard {
             after_commit: RefCell::default(),
             commit_ready: Signal::default(),
             groups: Groups::default(),
+            presence: Rc::default(),
         }
     }
 
@@ -253,6 +274,17 @@ impl Shard {
             ShardMsg::GroupDelivered { group_id, seq } => {
                 self.groups.delivered(self, group_id, seq)
             }
+            ShardMsg::PresenceQuery(q) => self.presence.answer(self, *q),
+            ShardMsg::PresenceAnswer { op, presences } => {
+                self.presence.answered(self, op, presences)
+            }
+            ShardMsg::Unsubscribe { conn, targets } => self.presence.unsubscribe(conn, &targets),
+            ShardMsg::TypingFanout {
+                from,
+                group_id,
+                typing,
+                members,
+            } => crate::presence::push_typing(self, &members, from, group_id, typing),
             ShardMsg::Receipt { to, receipt } => crate::receipts::store(self, to, receipt),
             ShardMsg::GroupProgress {
                 group_id,
@@ -372,6 +404,18 @@ impl Shard {
 
     pub fn close_conn(self: &Rc<Self>, conn: ConnRef) {
         let entry = self.conns.borrow_mut().remove(&conn.id);
+        if let Some(entry) = &entry {
+            let mut by_shard: HashMap<usize, Vec<u64>> = HashMap::new();
+            for target in entry.watching.take() {
+                by_shard
+                    .entry(shard_of_user(target, self.shards))
+                    .or_default()
+                    .push(target);
+            }
+            for (dest, targets) in by_shard {
+                self.dispatch(dest, ShardMsg::Unsubscribe { conn, targets });
+            }
+        }
         if let Some(user) = entry.and_then(|e| e.user.get()) {
             self.dispatch(
                 shard_of_user(user, self.shards),
@@ -509,9 +553,21 @@ impl Shard {
                     ..
                 }
                 | Request::MarkRead { .. }
-                | Request::SetSettings { .. },
+                | Request::SetSettings { .. }
+                | Request::GetPresence { .. },
                 Some(me),
             ) => shard_of_user(me, self.shards),
+            (Request::SubscribePresence { user_ids }, Some(me)) => {
+                entry.watching.borrow_mut().extend(user_ids.iter().copied());
+                shard_of_user(me, self.shards)
+            }
+            (
+                Request::Typing {
+                    with: Conversation::User(peer),
+                    ..
+                },
+                Some(_),
+            ) => shard_of_user(*peer, self.shards),
             // A new group lives on the shard that creates it.
             (Request::CreateGroup { .. }, Some(_)) => self.id,
             (
@@ -522,6 +578,10 @@ impl Shard {
                 | Request::GetGroup { group_id }
                 | Request::SendGroup(crate::request::SendGroup { group_id, .. })
                 | Request::GetReceipts { group_id, .. }
+                | Request::Typing {
+                    with: Conversation::Group(group_id),
+                    ..
+                }
                 | Request::History {
                     with: Conversation::Group(group_id),
                     ..
@@ -537,22 +597,49 @@ impl Shard {
 
     // ---- sessions of users living on this shard ----
 
-    pub fn begin_session(&self, user: u64, conn: ConnRef) {
-        self.sessions
-            .borrow_mut()
-            .entry(user)
-            .or_default()
-            .push(Session { conn, stream: None });
+    pub fn begin_session(self: &Rc<Self>, user: u64, conn: ConnRef) {
+        let first = {
+            let mut sessions = self.sessions.borrow_mut();
+            let list = sessions.entry(user).or_default();
+            list.push(Session { conn, stream: None });
+            list.len() == 1
+        };
+        if first {
+            self.presence.came_online(self, user);
+        }
     }
 
-    fn end_session(&self, user: u64, conn: ConnRef) {
-        let mut sessions = self.sessions.borrow_mut();
-        if let Some(list) = sessions.get_mut(&user) {
+    fn end_session(self: &Rc<Self>, user: u64, conn: ConnRef) {
+        let last = {
+            let mut sessions = self.sessions.borrow_mut();
+            let Some(list) = sessions.get_mut(&user) else {
+                return;
+            };
+            let before = list.len();
             list.retain(|s| s.conn != conn);
+            let last = list.len() < before && list.is_empty();
             if list.is_empty() {
                 sessions.remove(&user);
             }
+            last
+        };
+        if last {
+            self.presence.went_offline(self, user);
         }
+    }
+
+    /// Whether the user (of this shard) has a logged-in connection.
+    pub fn is_online(&self, user: u64) -> bool {
+        self.sessions.borrow().contains_key(&user)
+    }
+
+    /// The connections of the user's sessions.
+    pub fn session_conns(&self, user: u64) -> Vec<ConnRef> {
+        self.sessions
+            .borrow()
+            .get(&user)
+            .map(|list| list.iter().map(|s| s.conn).collect())
+            .unwrap_or_default()
     }
 
     /// Restarts the stream of `conn` at `next_seq`; returns its new generation, or `None`

@@ -229,6 +229,9 @@ impl Store {
             copy_key,
             entry.encode_to_vec(),
         );
+        if let Some(event::Kind::GroupChange(change)) = &entry.kind {
+            self.index_membership(&mut batch, &db, change, members);
+        }
         for &member in members {
             let seq = self
                 .inbox_head(member)?

@@ -10,6 +10,7 @@
 
 mod groups;
 pub mod keys;
+mod presence;
 mod receipts;
 pub mod records;
 
@@ -43,7 +44,9 @@ const CF_GROUP_PENDING: &str = "group_pending";
 const CF_GROUP_COPIES: &str = "group_copies";
 const CF_READ_MARKERS: &str = "read_markers";
 const CF_GROUP_RECEIPTS: &str = "group_receipts";
-const ALL_CFS: [&str; 15] = [
+const CF_LAST_SEEN: &str = "last_seen";
+const CF_USER_GROUPS: &str = "user_groups";
+const ALL_CFS: [&str; 17] = [
     CF_USERS,
     CF_USERNAMES,
     CF_TOKENS,
@@ -59,6 +62,8 @@ const ALL_CFS: [&str; 15] = [
     CF_GROUP_COPIES,
     CF_READ_MARKERS,
     CF_GROUP_RECEIPTS,
+    CF_LAST_SEEN,
+    CF_USER_GROUPS,
 ];
 
 /// Errors from the storage layer.

@@ -15,6 +15,9 @@ pub struct UserRecord {
     /// The user turned read receipts off (sends none, receives none).
     #[prost(bool, tag = "5")]
     pub read_receipts_off: bool,
+    /// `pb::PresenceVisibility`: who may see the user's presence.
+    #[prost(int32, tag = "6")]
+    pub presence_visibility: i32,
 }
 
 /// Column family `tokens`, key sha256(token).

@@ -27,6 +27,7 @@ fn user(id: u64, name: &str) -> UserRecord {
         password_hash: "$argon2id$fake".into(),
         created_us: 1,
         read_receipts_off: false,
+        presence_visibility: 0,
     }
 }
 

@@ -10,6 +10,7 @@ pub mod ack;
 pub mod add_members;
 pub mod create_group;
 pub mod get_group;
+pub mod get_presence;
 pub mod get_receipts;
 pub mod get_user;
 pub mod history;
@@ -24,7 +25,9 @@ pub mod resume;
 pub mod send;
 pub mod send_group;
 pub mod set_settings;
+pub mod subscribe_presence;
 pub mod sync;
+pub mod typing;
 
 pub fn execute(shard: &Rc<Shard>, reply: Reply, user: Option<u64>, req: Request) {
     match (req, user) {
@@ -69,9 +72,20 @@ pub fn execute(shard: &Rc<Shard>, reply: Reply, user: Option<u64>, req: Request)
         (Request::GetReceipts { group_id, seq }, Some(me)) => {
             get_receipts::run(shard, reply, me, group_id, seq)
         }
-        (Request::SetSettings { read_receipts }, Some(me)) => {
-            set_settings::run(shard, reply, me, read_receipts)
+        (
+            Request::SetSettings {
+                read_receipts,
+                presence_visibility,
+            },
+            Some(me),
+        ) => set_settings::run(shard, reply, me, read_receipts, presence_visibility),
+        (Request::SubscribePresence { user_ids }, Some(me)) => {
+            subscribe_presence::run(shard, reply, me, user_ids)
         }
+        (Request::GetPresence { user_ids }, Some(me)) => {
+            get_presence::run(shard, reply, me, user_ids)
+        }
+        (Request::Typing { with, typing }, Some(me)) => typing::run(shard, reply, me, with, typing),
         // The connection's shard answers Ping and rejects unauthenticated requests before
         // routing, so nothing else reaches here.
         (req, _) => shard.internal(reply, &format!("unroutable request {req:?}")),

@@ -35,6 +35,7 @@ pub fn run(shard: &Rc<Shard>, reply: Reply, username: String, password: String) 
             password_hash: hash,
             created_us: Clock::now_us(),
             read_receipts_off: false,
+            presence_visibility: 0,
         };
         // Checked again here: another Register may have taken the name while we hashed.
         match shard.store.create_user(&record) {

@@ -7,7 +7,13 @@ use chat_protocol::ErrorCode;
 
 use crate::shard::{Reply, Shard};
 
-pub fn run(shard: &Rc<Shard>, reply: Reply, me: u64, read_receipts: Option<bool>) {
+pub fn run(
+    shard: &Rc<Shard>,
+    reply: Reply,
+    me: u64,
+    read_receipts: Option<bool>,
+    presence_visibility: Option<pb::PresenceVisibility>,
+) {
     let mut user = match shard.store.user(me) {
         Ok(Some(u)) => u,
         Ok(None) => return shard.fail(reply, ErrorCode::UserNotFound, "no such user"),
@@ -15,6 +21,11 @@ pub fn run(shard: &Rc<Shard>, reply: Reply, me: u64, read_receipts: Option<bool>
     };
     if let Some(on) = read_receipts {
         user.read_receipts_off = !on;
+    }
+    if let Some(v) = presence_visibility {
+        user.presence_visibility = v as i32;
+    }
+    if read_receipts.is_some() || presence_visibility.is_some() {
         if let Err(e) = shard.store.put_user(&user) {
             return shard.internal(reply, &e);
         }
@@ -23,6 +34,7 @@ pub fn run(shard: &Rc<Shard>, reply: Reply, me: u64, read_receipts: Option<bool>
         reply,
         Body::Settings(pb::Settings {
             read_receipts: !user.read_receipts_off,
+            presence_visibility: user.presence_visibility,
         }),
     );
 }

@@ -6,6 +6,7 @@ mod accounts;
 mod bad_input;
 mod groups;
 mod messaging;
+mod presence;
 mod receipts;
 mod restart;
 mod support;

@@ -79,10 +79,10 @@ fn read_receipts_off_holds_both_ways_but_delivered_still_flows() {
     ann.sync(None).unwrap();
     ben.sync(None).unwrap();
     assert!(
-        ben.set_settings(None).unwrap().read_receipts,
+        ben.set_settings(None, None).unwrap().read_receipts,
         "on by default"
     );
-    assert!(!ben.set_settings(Some(false)).unwrap().read_receipts);
+    assert!(!ben.set_settings(Some(false), None).unwrap().read_receipts);
 
     // Ben reads Ann's message: Ann gets "delivered" but never "read".
     let seq = ann.send_message(b, "hi ben").unwrap().seq;
@@ -102,8 +102,8 @@ fn read_receipts_off_holds_both_ways_but_delivered_still_flows() {
 
     // Turned back on: read receipts flow again (the setting survives a new login).
     let (ben2, _) = server.login("ben");
-    assert!(!ben2.set_settings(None).unwrap().read_receipts);
-    ben2.set_settings(Some(true)).unwrap();
+    assert!(!ben2.set_settings(None, None).unwrap().read_receipts);
+    ben2.set_settings(Some(true), None).unwrap();
     let seq = ann.send_message(b, "again").unwrap().seq;
     ben.mark_read(a, seq).unwrap();
     assert_eq!(next_receipt(&ann), (b, 0, ReceiptKind::Read, seq));

@@ -207,6 +207,7 @@ pub fn seed_users(
                     password_hash: hash.clone(),
                     created_us: 1,
                     read_receipts_off: false,
+                    presence_visibility: 0,
                 })
                 .unwrap();
             (name, user_id)

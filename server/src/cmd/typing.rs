@@ -1,0 +1,52 @@
+//! Typing: forwarded to the other side's online connections and forgotten. 1:1 runs on the
+//! recipient's shard; a group's on the group's shard, which hands it to the members' shards
+//! in one message per shard.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use chat_protocol::pb::{self, envelope::Body};
+use chat_protocol::ErrorCode;
+
+use crate::presence;
+use crate::request::Conversation;
+use crate::routing::shard_of_user;
+use crate::shard::{Reply, Shard, ShardMsg};
+
+pub fn run(shard: &Rc<Shard>, reply: Reply, me: u64, with: Conversation, typing: bool) {
+    match with {
+        Conversation::User(to) => {
+            if to == me {
+                return shard.fail(reply, ErrorCode::InvalidArgument, "cannot type to yourself");
+            }
+            if !presence::typing_to_user(shard, me, to, typing) {
+                return shard.fail(reply, ErrorCode::UserNotFound, "no such user");
+            }
+        }
+        Conversation::Group(group_id) => {
+            let group = match shard.groups.visible_to(shard, group_id, me) {
+                Ok(g) => g,
+                Err((code, msg)) => return shard.fail(reply, code, msg),
+            };
+            let mut by_shard: HashMap<usize, Vec<u64>> = HashMap::new();
+            for m in group.members.iter().filter(|m| m.user_id != me) {
+                by_shard
+                    .entry(shard_of_user(m.user_id, shard.shards))
+                    .or_default()
+                    .push(m.user_id);
+            }
+            for (dest, members) in by_shard {
+                shard.dispatch(
+                    dest,
+                    ShardMsg::TypingFanout {
+                        from: me,
+                        group_id,
+                        typing,
+                        members,
+                    },
+                );
+            }
+        }
+    }
+    shard.respond(reply, Body::Done(pb::Done {}));
+}
