@@ -18,6 +18,9 @@ pub struct Args {
     /// Exit after this many seconds without a message
     #[arg(long, value_name = "SECS")]
     timeout: Option<u64>,
+    /// Also print when these users (comma-separated names) go online or offline
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    watch: Vec<String>,
 }
 
 pub fn run(creds: Credentials, args: Args, out: Output) -> anyhow::Result<()> {
@@ -27,6 +30,21 @@ pub fn run(creds: Credentials, args: Args, out: Output) -> anyhow::Result<()> {
     let mut last_message = Instant::now();
     let me = session.username().to_string();
     let mut names = crate::Names::default();
+    if !args.watch.is_empty() {
+        let mut ids = Vec::new();
+        for name in &args.watch {
+            let id = crate::lookup(session.conn(), name)?;
+            names.insert(id, name);
+            ids.push(id);
+        }
+        for (name, p) in args
+            .watch
+            .iter()
+            .zip(session.conn().subscribe_presence(&ids)?)
+        {
+            out.presence(name, &p);
+        }
+    }
     loop {
         if args.count.is_some_and(|n| printed >= n) {
             break;
@@ -36,6 +54,25 @@ pub fn run(creds: Credentials, args: Args, out: Output) -> anyhow::Result<()> {
             .is_some_and(|t| last_message.elapsed() >= Duration::from_secs(t))
         {
             break;
+        }
+        // Ephemeral pushes: presence of watched users, typing.
+        while let Ok(env) = session.conn().unsolicited().try_recv() {
+            match env.body {
+                Some(pb::envelope::Body::PresenceUpdate(u)) => {
+                    if let Some(p) = u.presence {
+                        out.presence(&names.get(session.conn(), p.user_id), &p);
+                    }
+                }
+                Some(pb::envelope::Body::TypingUpdate(t)) => {
+                    let where_ = if t.group_id != 0 {
+                        format!(" in {}", names.group(session.conn(), t.group_id))
+                    } else {
+                        String::new()
+                    };
+                    out.typing(&names.get(session.conn(), t.from_user_id), &where_, &t);
+                }
+                _ => {}
+            }
         }
         let Some(event) = session.next_event(Duration::from_millis(200))? else {
             continue;

@@ -14,6 +14,7 @@ mod history;
 mod interactive;
 mod listen;
 mod output;
+mod presence;
 mod register;
 mod send;
 
@@ -59,6 +60,8 @@ enum Command {
     History(history::Args),
     /// Print incoming messages as they arrive (everything missed first)
     Listen(listen::Args),
+    /// Show who is online and when others were last seen
+    Presence(presence::Args),
     /// Create and manage groups
     #[command(subcommand)]
     Group(group::Command),
@@ -93,6 +96,7 @@ fn run(cli: Cli, out: output::Output) -> anyhow::Result<()> {
         Some(Command::History(args)) => history::run(creds, args, out),
         Some(Command::Listen(args)) => listen::run(creds, args, out),
         Some(Command::Group(command)) => group::run(creds, command, out),
+        Some(Command::Presence(args)) => presence::run(creds, args, out),
         None => interactive::run(creds, out),
     }
 }

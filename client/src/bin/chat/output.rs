@@ -133,6 +133,40 @@ impl Output {
         }
     }
 
+    /// One user's presence (`name` is their display name).
+    pub fn presence(&self, name: &str, p: &pb::Presence) {
+        if self.json {
+            let v = json!({
+                "event": "presence", "user": name, "user_id": p.user_id, "online": p.online,
+                "last_seen_us": p.last_seen_us, "hidden": p.hidden,
+            });
+            println!("{v}");
+        } else if p.hidden {
+            println!("{name}: (not shared with you)");
+        } else if p.online {
+            println!("{name}: online");
+        } else if p.last_seen_us > 0 {
+            println!("{name}: last seen {} UTC", clock(p.last_seen_us));
+        } else {
+            println!("{name}: offline");
+        }
+    }
+
+    /// Someone started or stopped typing (`where_` is "" for 1:1 or " in #group").
+    pub fn typing(&self, name: &str, where_: &str, t: &pb::TypingUpdate) {
+        if self.json {
+            let v = json!({
+                "event": "typing", "from": name, "from_user_id": t.from_user_id,
+                "group_id": t.group_id, "typing": t.typing,
+            });
+            println!("{v}");
+        } else if t.typing {
+            println!("{name} is typing{where_}...");
+        } else {
+            println!("{name} stopped typing{where_}");
+        }
+    }
+
     pub fn info(&self, text: &str) {
         if self.json {
             println!("{}", json!({"event": "info", "text": text}));
