@@ -13,10 +13,7 @@ pub fn run(shard: &Rc<Shard>, reply: Reply, actor: u64, group_id: u64, user_ids:
         Ok(g) => g,
         Err((code, msg)) => return shard.fail(reply, code, msg),
     };
-    let new: Vec<u64> = user_ids
-        .into_iter()
-        .filter(|&u| role_of(&group, u).is_none())
-        .collect();
+    let new = not_yet_members(&group, user_ids);
     if new.is_empty() {
         let info = shard.groups.info(shard, &group);
         return shard.respond(reply, info);
@@ -43,10 +40,7 @@ pub fn add(shard: &Rc<Shard>, reply: Reply, actor: u64, group_id: u64, user_ids:
         Ok(g) => g,
         Err((code, msg)) => return shard.fail(reply, code, msg),
     };
-    let new: Vec<u64> = user_ids
-        .into_iter()
-        .filter(|&u| role_of(&group, u).is_none())
-        .collect();
+    let new = not_yet_members(&group, user_ids);
     if let Err((code, msg)) = room_for(shard, &group, new.len()) {
         return shard.fail(reply, code, msg);
     }
@@ -71,6 +65,13 @@ pub fn add(shard: &Rc<Shard>, reply: Reply, actor: u64, group_id: u64, user_ids:
         new,
         recipients,
     );
+}
+
+fn not_yet_members(group: &pb::Group, user_ids: Vec<u64>) -> Vec<u64> {
+    user_ids
+        .into_iter()
+        .filter(|&u| role_of(group, u).is_none())
+        .collect()
 }
 
 fn room_for(shard: &Shard, group: &pb::Group, more: usize) -> Result<(), (ErrorCode, String)> {

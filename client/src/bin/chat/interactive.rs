@@ -59,21 +59,7 @@ fn serve(mut session: Session, rx: Receiver<Input>, out: Output) -> anyhow::Resu
     let mut peer: Option<(u64, String)> = None;
     loop {
         if let Some(event) = session.next_event(Duration::from_millis(100))? {
-            match &event.kind {
-                Some(pb::event::Kind::Message(m)) => {
-                    let (from, to) = names.of_message(session.conn(), m);
-                    out.message(&from, &to, m);
-                }
-                Some(pb::event::Kind::GroupChange(c)) => {
-                    let sentence = names.describe(session.conn(), c);
-                    out.group_change(c, &sentence);
-                }
-                Some(pb::event::Kind::Receipt(r)) => {
-                    let (by, conversation) = names.of_receipt(session.conn(), r);
-                    out.receipt(r, &by, &conversation);
-                }
-                None => {}
-            }
+            crate::show_event(&mut names, session.conn(), out, &event);
         }
         let input = match rx.try_recv() {
             Ok(input) => input,

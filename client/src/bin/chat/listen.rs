@@ -28,8 +28,8 @@ pub fn run(creds: Credentials, args: Args, out: Output) -> anyhow::Result<()> {
     session.start_stream(args.from_seq)?;
     let mut printed = 0;
     let mut last_message = Instant::now();
-    let me = session.username().to_string();
     let mut names = crate::Names::default();
+    names.insert(session.user_id(), session.username());
     if !args.watch.is_empty() {
         let mut ids = Vec::new();
         for name in &args.watch {
@@ -77,26 +77,9 @@ pub fn run(creds: Credentials, args: Args, out: Output) -> anyhow::Result<()> {
         let Some(event) = session.next_event(Duration::from_millis(200))? else {
             continue;
         };
-        match &event.kind {
-            Some(pb::event::Kind::Message(m)) => {
-                let (from, to) = if m.group_id == 0 {
-                    (names.get(session.conn(), m.from_user_id), me.clone())
-                } else {
-                    names.of_message(session.conn(), m)
-                };
-                out.message(&from, &to, m);
-                printed += 1;
-                last_message = Instant::now();
-            }
-            Some(pb::event::Kind::GroupChange(c)) => {
-                let sentence = names.describe(session.conn(), c);
-                out.group_change(c, &sentence);
-            }
-            Some(pb::event::Kind::Receipt(r)) => {
-                let (by, conversation) = names.of_receipt(session.conn(), r);
-                out.receipt(r, &by, &conversation);
-            }
-            None => {}
+        if crate::show_event(&mut names, session.conn(), out, &event) {
+            printed += 1;
+            last_message = Instant::now();
         }
     }
     session.flush_ack()?;

@@ -193,6 +193,33 @@ impl Names {
     }
 }
 
+/// Prints an inbox event; true when it was a message.
+fn show_event(
+    names: &mut Names,
+    conn: &chat_client::Connection,
+    out: output::Output,
+    event: &chat_client::pb::Event,
+) -> bool {
+    use chat_client::pb::event::Kind;
+    match &event.kind {
+        Some(Kind::Message(m)) => {
+            let (from, to) = names.of_message(conn, m);
+            out.message(&from, &to, m);
+            return true;
+        }
+        Some(Kind::GroupChange(c)) => {
+            let sentence = names.describe(conn, c);
+            out.group_change(c, &sentence);
+        }
+        Some(Kind::Receipt(r)) => {
+            let (by, conversation) = names.of_receipt(conn, r);
+            out.receipt(r, &by, &conversation);
+        }
+        None => {}
+    }
+    false
+}
+
 /// Resolves a username to an id, with a clear error for unknown names.
 fn lookup(conn: &chat_client::Connection, name: &str) -> anyhow::Result<u64> {
     conn.lookup(name).map_err(|e| match e {
