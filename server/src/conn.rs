@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use chat_protocol::{error_envelope, ErrorCode, FrameDecoder, FrameError};
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::AsyncWriteExt;
 use futures_rustls::TlsAcceptor;
 use glommio::net::TcpStream;
 
@@ -16,20 +16,21 @@ use crate::shard::{Reply, Shard};
 
 /// A peer that has not finished the TLS handshake by then is dropped (slow-loris).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Per-connection read buffer: small, because every idle connection holds one.
-const READ_CHUNK: usize = 4 * 1024;
+/// Size of the shard's one decrypted-read buffer (see `read_into`).
+pub const READ_CHUNK: usize = 16 * 1024;
 
 pub async fn serve(shard: Rc<Shard>, tcp: TcpStream, acceptor: TlsAcceptor) {
     let _ = tcp.set_nodelay(true);
     let peer = tcp.peer_addr().ok();
-    let tls = match glommio::timer::timeout(HANDSHAKE_TIMEOUT, async {
+    // Boxed: the handshake's state (a whole TLS connection mid-handshake) is freed when it
+    // ends instead of sizing this long-lived future, which every idle connection keeps.
+    let handshake = Box::pin(glommio::timer::timeout(HANDSHAKE_TIMEOUT, async {
         acceptor
             .accept(tcp)
             .await
             .map_err(glommio::GlommioError::from)
-    })
-    .await
-    {
+    }));
+    let tls = match handshake.await {
         Ok(tls) => tls,
         Err(e) => {
             tracing::debug!(?peer, "TLS handshake failed: {e}");
@@ -52,7 +53,6 @@ pub async fn serve(shard: Rc<Shard>, tcp: TcpStream, acceptor: TlsAcceptor) {
 
     let decoder = FrameDecoder::new(shard.limits.max_frame_bytes);
     let mut buf = BytesMut::new();
-    let mut chunk = vec![0u8; READ_CHUNK];
     'read: loop {
         loop {
             match decoder.decode(&mut buf) {
@@ -94,16 +94,38 @@ pub async fn serve(shard: Rc<Shard>, tcp: TcpStream, acceptor: TlsAcceptor) {
         if entry.out.is_closed() {
             break;
         }
-        let read = futures_lite::future::or(reader.read(&mut chunk), async {
+        let read = futures_lite::future::or(read_into(&shard, &mut reader, &mut buf), async {
             entry.stop.wait().await;
             Ok(0)
         });
         match read.await {
             Ok(0) | Err(_) => break,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Ok(_) => {}
         }
     }
     entry.out.close();
     writing.await;
     shard.close_conn(conn);
+}
+
+/// Reads decrypted bytes and appends them to `buf`. The bytes pass through the shard's one
+/// read buffer, borrowed only inside a poll (nothing else runs on the shard meanwhile), so
+/// an idle connection holds no read buffer of its own: that is most of the memory of a
+/// connection that waits.
+async fn read_into(
+    shard: &Shard,
+    reader: &mut (impl futures_lite::AsyncRead + Unpin),
+    buf: &mut BytesMut,
+) -> std::io::Result<usize> {
+    std::future::poll_fn(|cx| {
+        let mut chunk = shard.read_buf.borrow_mut();
+        match std::pin::Pin::new(&mut *reader).poll_read(cx, &mut chunk[..]) {
+            std::task::Poll::Ready(Ok(n)) => {
+                buf.extend_from_slice(&chunk[..n]);
+                std::task::Poll::Ready(Ok(n))
+            }
+            other => other,
+        }
+    })
+    .await
 }

@@ -207,6 +207,8 @@ pub struct Shard {
     commit_ready: Signal,
     pub groups: Groups,
     pub presence: Rc<PresenceHub>,
+    /// Decrypted bytes pass through here on their way to a connection's frame buffer.
+    pub read_buf: RefCell<Vec<u8>>,
 }
 
 impl Shard {
@@ -227,6 +229,7 @@ impl Shard {
             commit_ready: Signal::default(),
             groups: Groups::default(),
             presence: Rc::default(),
+            read_buf: RefCell::new(vec![0; crate::conn::READ_CHUNK]),
         }
     }
 
