@@ -34,6 +34,48 @@ pub fn prepare(args: &Args) -> anyhow::Result<Vec<Account>> {
     Ok(accounts)
 }
 
+/// A user's group for the run: its id, and how many members other than the sender
+/// receive each message sent to it.
+#[derive(Debug, Clone, Copy)]
+pub struct Group {
+    pub id: u64,
+    pub fanout: u64,
+}
+
+/// With --group-size, puts consecutive accounts into groups (new ones each run, created by
+/// their first member) and returns each account's group, by account index.
+pub fn make_groups(args: &Args, accounts: &[Account]) -> anyhow::Result<Vec<Option<Group>>> {
+    let mut groups = vec![None; accounts.len()];
+    if args.group_size == 0 || args.group_share == 0.0 {
+        return Ok(groups);
+    }
+    for chunk in accounts.chunks(args.group_size) {
+        let [creator, others @ ..] = chunk else {
+            continue;
+        };
+        if others.is_empty() {
+            continue; // a last group of one would send to nobody
+        }
+        let conn = Connection::connect(&args.server, &args.ca)?;
+        conn.resume(&creator.token)?;
+        let ids: Vec<u64> = others.iter().map(|a| a.user_id).collect();
+        let group = conn.create_group("chat-loadgen", &ids)?;
+        for a in chunk {
+            groups[a.index] = Some(Group {
+                id: group.group_id,
+                fanout: others.len() as u64,
+            });
+        }
+    }
+    eprintln!(
+        "{} groups of up to {} members; {:.0}% of sends go to them",
+        accounts.len().div_ceil(args.group_size),
+        args.group_size,
+        args.group_share * 100.0
+    );
+    Ok(groups)
+}
+
 /// One line per account: `server prefix index user_id hex(token)`.
 fn save_tokens(path: &std::path::Path, args: &Args, accounts: &[Account]) -> anyhow::Result<()> {
     let lines: String = accounts

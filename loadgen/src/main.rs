@@ -99,6 +99,15 @@ pub struct Args {
     /// Delivery p99 bound for --max, milliseconds
     #[arg(long, default_value_t = 10.0)]
     pub p99_bound_ms: f64,
+    /// Members per group: users are put in groups of this size (their own groups, made at
+    /// start-up), and --group-share of each user's sends go to their group, so each of
+    /// those reaches the other members. 0 = 1:1 only (the default, which the benchmark
+    /// figures use)
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub group_size: usize,
+    /// Fraction of sends that go to the sender's group (with --group-size)
+    #[arg(long, default_value_t = 0.1, value_name = "F")]
+    pub group_share: f64,
     /// Busy-poll this many microseconds before a load generator thread sleeps: with a
     /// dedicated core, the server's writes then need no wake-up of a sleeping thread
     #[arg(long, default_value_t = 0, value_name = "US")]
@@ -127,6 +136,14 @@ impl Args {
             sizes::MAX_TEXT
         );
         anyhow::ensure!(self.duration > 0.0, "--duration must be positive");
+        anyhow::ensure!(
+            self.group_size == 0 || (2..=self.users).contains(&self.group_size),
+            "--group-size must be 0 or between 2 and --users"
+        );
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&self.group_share),
+            "--group-share must be between 0 and 1"
+        );
         // Checks that --ramp, --warmup and --duration are usable durations.
         schedule::Phases::from_args(self)?;
         Ok(())
@@ -150,6 +167,7 @@ fn run(args: Args) -> anyhow::Result<bool> {
     args.validate()?;
     eprintln!("preparing {} accounts...", args.users);
     let users = accounts::prepare(&args)?;
+    let groups = accounts::make_groups(&args, &users)?;
     eprintln!(
         "offering {:.0} msg/s for {}{:.0}+{:.0} s (warm-up+measured) over {} connections on {} \
          thread(s)",
@@ -165,7 +183,7 @@ fn run(args: Args) -> anyhow::Result<bool> {
         args.threads
     );
     if !args.max {
-        let summary = measure(&args, users)?;
+        let summary = measure(&args, users, &groups)?;
         write_outputs(&args, &summary, None)?;
         return Ok(summary.clean());
     }
@@ -174,7 +192,7 @@ fn run(args: Args) -> anyhow::Result<bool> {
     let mut knee: Option<report::Summary> = None;
     loop {
         eprintln!("--max: trying {:.0} msg/s", step_args.rate);
-        let summary = measure(&step_args, users.clone())?;
+        let summary = measure(&step_args, users.clone(), &groups)?;
         let passed = summary.clean() && summary.delivery_p99_ms() <= args.p99_bound_ms;
         if !passed {
             println!(
@@ -237,10 +255,14 @@ fn write_outputs(
 }
 
 /// One run at `args.rate`: applies the load, prints and returns the summary.
-fn measure(args: &Args, users: Vec<accounts::Account>) -> anyhow::Result<report::Summary> {
+fn measure(
+    args: &Args,
+    users: Vec<accounts::Account>,
+    groups: &[Option<accounts::Group>],
+) -> anyhow::Result<report::Summary> {
     let cpu_before = report::process_cpu();
     let wall = std::time::Instant::now();
-    let results = shard::run_all(args, users)?;
+    let results = shard::run_all(args, users, groups)?;
     let cpu = report::process_cpu().saturating_sub(cpu_before);
     let summary = report::Summary::new(
         args,

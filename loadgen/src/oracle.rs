@@ -1,5 +1,6 @@
-//! The correctness oracle: per sender, every counter must arrive exactly once, in
-//! increasing order. Loss is what was acked but never observed (computed at the end).
+//! The correctness oracle: per key (a receiver and a sender's stream), every counter must
+//! arrive exactly once, in increasing order. Loss is what was acked but never observed
+//! (computed at the end).
 
 use std::collections::{HashMap, HashSet};
 
@@ -13,18 +14,27 @@ pub enum Verdict {
     Duplicate,
 }
 
-#[derive(Debug, Default)]
-pub struct Oracle {
-    seen: HashMap<usize, HashSet<u64>>,
-    highest: HashMap<usize, u64>,
+#[derive(Debug)]
+pub struct Oracle<K> {
+    seen: HashMap<K, HashSet<u64>>,
+    highest: HashMap<K, u64>,
 }
 
-impl Oracle {
-    pub fn observe(&mut self, sender: usize, counter: u64) -> Verdict {
-        if !self.seen.entry(sender).or_default().insert(counter) {
+impl<K> Default for Oracle<K> {
+    fn default() -> Self {
+        Oracle {
+            seen: HashMap::new(),
+            highest: HashMap::new(),
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Copy> Oracle<K> {
+    pub fn observe(&mut self, key: K, counter: u64) -> Verdict {
+        if !self.seen.entry(key).or_default().insert(counter) {
             return Verdict::Duplicate;
         }
-        let highest = self.highest.entry(sender).or_default();
+        let highest = self.highest.entry(key).or_default();
         let verdict = if counter < *highest {
             Verdict::Reordered
         } else {
@@ -34,8 +44,8 @@ impl Oracle {
         verdict
     }
 
-    /// Distinct counters observed per sender.
-    pub fn delivered(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
+    /// Distinct counters observed per key.
+    pub fn delivered(&self) -> impl Iterator<Item = (K, u64)> + '_ {
         self.seen.iter().map(|(&s, set)| (s, set.len() as u64))
     }
 }

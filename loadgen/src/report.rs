@@ -64,6 +64,7 @@ impl Summary {
     ) -> Self {
         let mut acked_by = std::collections::HashMap::new();
         let mut delivered_by = std::collections::HashMap::new();
+        let mut expected_by = std::collections::HashMap::new();
         let mut s = Summary {
             offered_rate: args.rate,
             achieved_rate: 0.0,
@@ -101,14 +102,18 @@ impl Summary {
             for (k, v) in r.acked {
                 *acked_by.entry(k).or_insert(0u64) += v;
             }
+            for (k, v) in r.expected {
+                *expected_by.entry(k).or_insert(0u64) += v;
+            }
             for (k, v) in r.delivered {
                 *delivered_by.entry(k).or_insert(0u64) += v;
             }
         }
         s.acked = acked_by.values().sum();
         s.delivered = delivered_by.values().sum();
-        // Lost: acked (durable) sends whose message never reached the online recipient.
-        s.lost = acked_by
+        // Lost: deliveries that acked (durable) sends call for and that never reached an
+        // online recipient.
+        s.lost = expected_by
             .iter()
             .map(|(k, &a)| a.saturating_sub(delivered_by.get(k).copied().unwrap_or(0)))
             .sum();

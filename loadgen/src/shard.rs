@@ -20,7 +20,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use hdrhistogram::Histogram;
 use rustls_pki_types::ServerName;
 
-use crate::accounts::Account;
+use crate::accounts::{Account, Group};
 use crate::hlog::IntervalHistograms;
 use crate::oracle::{Oracle, Verdict};
 use crate::progress::Progress;
@@ -38,9 +38,11 @@ pub struct ThreadResult {
     pub errors: u64,
     pub duplicated: u64,
     pub reordered: u64,
-    /// Acked sends per sender index.
+    /// Acked sends per stream (see [`stream`]).
     pub acked: HashMap<usize, u64>,
-    /// Distinct messages delivered per sender index.
+    /// Deliveries the acked sends call for, per stream (a group send: one per other member).
+    pub expected: HashMap<usize, u64>,
+    /// Distinct (receiver, message) deliveries per stream.
     pub delivered: HashMap<usize, u64>,
     /// Latencies in microseconds.
     pub ack: Histogram<u64>,
@@ -60,6 +62,7 @@ impl ThreadResult {
             duplicated: 0,
             reordered: 0,
             acked: HashMap::new(),
+            expected: HashMap::new(),
             delivered: HashMap::new(),
             ack: histogram(),
             service: histogram(),
@@ -95,7 +98,17 @@ pub fn histogram() -> Histogram<u64> {
 }
 
 /// Runs every thread to completion and returns their results.
-pub fn run_all(args: &Args, accounts: Vec<Account>) -> anyhow::Result<Vec<ThreadResult>> {
+/// A sender's messages form two streams, each with its own dense counter: to its partner
+/// (1:1) and to its group. The stream id is what a message's stamp carries as "sender".
+pub fn stream(sender: usize, to_group: bool) -> usize {
+    sender * 2 + usize::from(to_group)
+}
+
+pub fn run_all(
+    args: &Args,
+    accounts: Vec<Account>,
+    groups: &[Option<Group>],
+) -> anyhow::Result<Vec<ThreadResult>> {
     let tls = chat_client::tls_config(&args.ca)?;
     let phases = Phases::from_args(args)?;
     let run: u32 = std::process::id()
@@ -109,6 +122,7 @@ pub fn run_all(args: &Args, accounts: Vec<Account>) -> anyhow::Result<Vec<Thread
         start_wall: SystemTime::now(),
         phases,
         peer_ids: Arc::new(accounts.iter().map(|a| a.user_id).collect()),
+        groups: Arc::new(groups.to_vec()),
         barrier: Arc::new(Barrier::new(args.threads)),
         progress: Arc::new(Progress::new(phases)),
     };
@@ -157,6 +171,7 @@ struct Shared {
     start_wall: SystemTime,
     phases: Phases,
     peer_ids: Arc<Vec<u64>>,
+    groups: Arc<Vec<Option<Group>>>,
     barrier: Arc<Barrier>,
     progress: Arc<Progress>,
 }
@@ -171,7 +186,8 @@ struct State {
     /// End of the measured window (acks after it, e.g. while draining, do not count).
     record_until_ns: Cell<u64>,
     result: RefCell<ThreadResult>,
-    oracle: RefCell<Oracle>,
+    /// Keyed by (receiving account, sender stream).
+    oracle: RefCell<Oracle<(usize, usize)>>,
     inflight: Cell<u64>,
 }
 
@@ -181,7 +197,8 @@ struct Out {
     buf: RefCell<BytesMut>,
     waker: Cell<Option<Waker>>,
     /// request_id -> (intended ns, actual ns) of a send awaiting its ack
-    pending: RefCell<HashMap<u64, (u64, u64)>>,
+    /// request id -> (intended ns, actual ns, stream, deliveries it calls for)
+    pending: RefCell<HashMap<u64, (u64, u64, usize, u64)>>,
     next_id: Cell<u64>,
     ready: Cell<bool>,
 }
@@ -218,6 +235,9 @@ struct Sender {
     index: usize,
     to: u64,
     counter: u64,
+    group: Option<Group>,
+    group_counter: u64,
+    sends: u64,
     out: Rc<Out>,
 }
 
@@ -234,6 +254,7 @@ async fn run_thread(
         start_wall,
         phases,
         peer_ids,
+        groups,
         barrier,
         progress,
     } = shared;
@@ -292,6 +313,9 @@ async fn run_thread(
             index: account.index,
             to: peer_ids[partner],
             counter: 0,
+            group: groups.get(account.index).copied().flatten(),
+            group_counter: 0,
+            sends: 0,
             out,
         });
     }
@@ -323,6 +347,12 @@ async fn run_thread(
         state.result.borrow_mut().intervals =
             Some(IntervalHistograms::new(window_start, phases.measured));
     }
+    // Every n-th send of a user goes to its group: --group-share, spread evenly.
+    let group_every = if args.group_share > 0.0 {
+        (1.0 / args.group_share).round().max(1.0) as u64
+    } else {
+        u64::MAX
+    };
     let mut k: u64 = 0;
     let mut next_sender = 0;
     loop {
@@ -344,23 +374,43 @@ async fn run_thread(
             let count = senders.len();
             let s = &mut senders[next_sender];
             next_sender = (next_sender + 1) % count;
-            s.counter += 1;
+            s.sends += 1;
+            let group = s.group.filter(|_| s.sends % group_every == 0);
+            let counter = if group.is_some() {
+                s.group_counter += 1;
+                s.group_counter
+            } else {
+                s.counter += 1;
+                s.counter
+            };
+            let stream = stream(s.index, group.is_some());
             let stamp = Stamp {
                 run: state.run,
-                sender: s.index as u32,
-                counter: s.counter,
+                sender: stream as u32,
+                counter,
                 intended_ns: due,
             };
             let id = s.out.request_id();
-            s.out.pending.borrow_mut().insert(id, (due, actual));
-            s.out.push(&envelope(
-                id,
-                Body::SendMessage(pb::SendMessage {
-                    to_user_id: s.to,
-                    client_msg_id: (u64::from(state.run) << 32) | s.counter,
-                    text: wire::encode(stamp, sizes.next_size()),
+            let fanout = group.map_or(1, |g| g.fanout);
+            s.out
+                .pending
+                .borrow_mut()
+                .insert(id, (due, actual, stream, fanout));
+            let client_msg_id = (u64::from(state.run) << 32) | counter;
+            let text = wire::encode(stamp, sizes.next_size());
+            let body = match group {
+                Some(g) => Body::SendGroupMessage(pb::SendGroupMessage {
+                    group_id: g.id,
+                    client_msg_id,
+                    text,
                 }),
-            ));
+                None => Body::SendMessage(pb::SendMessage {
+                    to_user_id: s.to,
+                    client_msg_id,
+                    text,
+                }),
+            };
+            s.out.push(&envelope(id, body));
             state.inflight.set(state.inflight.get() + 1);
             state.progress.sent.fetch_add(1, Ordering::Relaxed);
             let mut r = state.result.borrow_mut();
@@ -381,8 +431,8 @@ async fn run_thread(
     drop(tasks);
     // Cancelled tasks may still hold the state until the executor drops them: take, not unwrap.
     let mut result = std::mem::replace(&mut *state.result.borrow_mut(), ThreadResult::new());
-    for (sender, delivered) in state.oracle.borrow().delivered() {
-        result.delivered.insert(sender, delivered);
+    for ((_receiver, stream), delivered) in state.oracle.borrow().delivered() {
+        *result.delivered.entry(stream).or_default() += delivered;
     }
     Ok(result)
 }
@@ -419,13 +469,15 @@ async fn read_loop(
         while let Ok(Some(env)) = decoder.decode(&mut buf) {
             match env.body {
                 Some(Body::SendAck(_)) => {
-                    let Some((intended, actual)) = out.pending.borrow_mut().remove(&env.request_id)
+                    let Some((intended, actual, stream, fanout)) =
+                        out.pending.borrow_mut().remove(&env.request_id)
                     else {
                         continue;
                     };
                     state.inflight.set(state.inflight.get().saturating_sub(1));
                     let mut r = state.result.borrow_mut();
-                    *r.acked.entry(me).or_default() += 1;
+                    *r.acked.entry(stream).or_default() += 1;
+                    *r.expected.entry(stream).or_default() += fanout;
                     state.progress.acked.fetch_add(1, Ordering::Relaxed);
                     let window = state.record_from_ns.get()..state.record_until_ns.get();
                     if window.contains(&now) {
@@ -443,7 +495,7 @@ async fn read_loop(
                 Some(Body::Event(event)) => {
                     unacked_seq = unacked_seq.max(event.seq);
                     if let Some(pb::event::Kind::Message(m)) = event.kind {
-                        on_message(&state, &m.text, now);
+                        on_message(&state, me, &m.text, now);
                     }
                 }
                 Some(Body::SyncDone(_)) => out.ready.set(true),
@@ -471,19 +523,23 @@ async fn read_loop(
     }
 }
 
-/// A message arrived: judge it, and time it.
-fn on_message(state: &State, text: &str, now: u64) {
+/// A message arrived at receiver `me`: judge it, and time it.
+fn on_message(state: &State, me: usize, text: &str, now: u64) {
     let Some(stamp) = wire::decode(text) else {
         return;
     };
     if stamp.run != state.run {
         return; // a leftover of an earlier run
     }
+    let stream = stamp.sender as usize;
+    if stream / 2 == me {
+        return; // our own group message, echoed to us as a member
+    }
     let mut r = state.result.borrow_mut();
     match state
         .oracle
         .borrow_mut()
-        .observe(stamp.sender as usize, stamp.counter)
+        .observe((me, stream), stamp.counter)
     {
         Verdict::Duplicate => {
             r.duplicated += 1;
