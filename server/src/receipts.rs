@@ -17,6 +17,9 @@ use crate::clock::Clock;
 use crate::routing::{shard_of_group, shard_of_user};
 use crate::shard::{AfterCommit, Reply, Shard, ShardMsg};
 
+/// Largest group whose members' progress is pushed to senders as receipts.
+pub const MAX_GROUP_FOR_RECEIPT_PUSHES: usize = 256;
+
 /// A member's news about a group, in group seqs (0 = none).
 #[derive(Debug, Clone, Copy)]
 pub struct Progress {
@@ -106,12 +109,18 @@ pub fn acked(shard: &Rc<Shard>, user: u64, old: u64, new: u64) {
 /// messages they newly cover. Answers `reply` (a MarkRead) with Done, or GROUP_NOT_FOUND
 /// for a non-member.
 pub fn group_progress(shard: &Rc<Shard>, p: Progress, reply: Option<Reply>) {
-    if let Err((code, msg)) = shard.groups.visible_to(shard, p.group_id, p.member) {
-        if let Some(reply) = reply {
-            shard.fail(reply, code, msg);
+    let group = match shard.groups.visible_to(shard, p.group_id, p.member) {
+        Ok(g) => g,
+        Err((code, msg)) => {
+            if let Some(reply) = reply {
+                shard.fail(reply, code, msg);
+            }
+            return;
         }
-        return;
-    }
+    };
+    // In a big group every member's progress would be a receipt for the sender: there the
+    // marks are kept for GetReceipts only.
+    let push = group.members.len() <= MAX_GROUP_FOR_RECEIPT_PUSHES;
     let old = match shard
         .store
         .advance_group_marks(p.group_id, p.member, p.delivered, p.read)
@@ -130,7 +139,7 @@ pub fn group_progress(shard: &Rc<Shard>, p: Progress, reply: Option<Reply>) {
         (ReceiptKind::Delivered, old.delivered, delivered),
         (ReceiptKind::Read, old.read, p.read),
     ] {
-        if to <= from {
+        if to <= from || !push {
             continue;
         }
         match shard.store.group_senders(p.group_id, from, to) {

@@ -337,6 +337,31 @@ fn a_group_of_ten_thousand_reaches_every_member_once() {
         );
         assert_quiet(conn);
     }
+    // A member's device acks: recorded for GetReceipts, but in a group this big no receipt
+    // is pushed to the sender.
+    owner.sync(None).unwrap();
+    while owner
+        .next_event(Duration::from_millis(300))
+        .unwrap()
+        .is_some()
+    {}
+    let head = online[0].sync(None).unwrap();
+    online[0].ack(head).unwrap();
+    let receipts = (0..50)
+        .map(|_| {
+            std::thread::sleep(Duration::from_millis(100));
+            owner.get_receipts(g, ack2.seq).unwrap()
+        })
+        .find(|r| !r.delivered_to.is_empty())
+        .expect("the ack reaches the group's marks");
+    assert_eq!(receipts.delivered_to, vec![ids[1]]);
+    while let Some(e) = owner.next_event(Duration::from_millis(300)).unwrap() {
+        assert!(
+            !matches!(e.kind, Some(Kind::Receipt(_))),
+            "no receipt pushes: {e:?}"
+        );
+    }
+
     // Offline members get both messages on login, once, after the changes since they
     // joined (their own addition first).
     for index in [5000, N - 1] {
