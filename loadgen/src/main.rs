@@ -108,6 +108,11 @@ pub struct Args {
     /// Fraction of sends that go to the sender's group (with --group-size)
     #[arg(long, default_value_t = 0.1, value_name = "F")]
     pub group_share: f64,
+    /// Reconnect churn: this many connections per second (over all threads) drop and
+    /// reconnect as a phone changing networks does: Resume, Sync after the last event seen,
+    /// resend of every unacknowledged send with its client_msg_id. 0 = none
+    #[arg(long, default_value_t = 0.0, value_name = "PER_SEC")]
+    pub reconnect_rate: f64,
     /// Busy-poll this many microseconds before a load generator thread sleeps: with a
     /// dedicated core, the server's writes then need no wake-up of a sleeping thread
     #[arg(long, default_value_t = 0, value_name = "US")]

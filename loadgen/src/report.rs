@@ -44,6 +44,7 @@ pub struct Summary {
     duplicated: u64,
     reordered: u64,
     errors: u64,
+    reconnects: u64,
     ack: Histogram<u64>,
     service: Histogram<u64>,
     delivery: Histogram<u64>,
@@ -75,6 +76,7 @@ impl Summary {
             duplicated: 0,
             reordered: 0,
             errors: 0,
+            reconnects: 0,
             ack: histogram(),
             service: histogram(),
             delivery: histogram(),
@@ -89,6 +91,7 @@ impl Summary {
             s.sent += r.sent;
             s.errors += r.errors;
             s.duplicated += r.duplicated;
+            s.reconnects += r.reconnects;
             s.reordered += r.reordered;
             let _ = s.ack.add(&r.ack);
             let _ = s.service.add(&r.service);
@@ -155,14 +158,15 @@ impl Summary {
             self.offered_rate, self.achieved_rate
         );
         println!(
-            "sent {}  acked {}  delivered {}  lost {}  duplicated {}  reordered {}  errors {}",
+            "sent {}  acked {}  delivered {}  lost {}  duplicated {}  reordered {}  errors {}  reconnects {}",
             self.sent,
             self.acked,
             self.delivered,
             self.lost,
             self.duplicated,
             self.reordered,
-            self.errors
+            self.errors,
+            self.reconnects
         );
         println!(
             "{:<22}{:>9}{:>9}{:>9}{:>9}{:>10}{:>10}",
@@ -216,6 +220,7 @@ impl Summary {
             "duplicated": self.duplicated,
             "reordered": self.reordered,
             "errors": self.errors,
+            "reconnects": self.reconnects,
             "ack_p50_ms": q(&self.ack, 0.5),
             "ack_p99_ms": q(&self.ack, 0.99),
             "delivery_p50_ms": q(&self.delivery, 0.5),

@@ -38,6 +38,8 @@ pub struct ThreadResult {
     pub errors: u64,
     pub duplicated: u64,
     pub reordered: u64,
+    /// Connections dropped and re-established (--reconnect-rate).
+    pub reconnects: u64,
     /// Acked sends per stream (see [`stream`]).
     pub acked: HashMap<usize, u64>,
     /// Deliveries the acked sends call for, per stream (a group send: one per other member).
@@ -61,6 +63,7 @@ impl ThreadResult {
             errors: 0,
             duplicated: 0,
             reordered: 0,
+            reconnects: 0,
             acked: HashMap::new(),
             expected: HashMap::new(),
             delivered: HashMap::new(),
@@ -196,11 +199,25 @@ struct State {
 struct Out {
     buf: RefCell<BytesMut>,
     waker: Cell<Option<Waker>>,
-    /// request_id -> (intended ns, actual ns) of a send awaiting its ack
-    /// request id -> (intended ns, actual ns, stream, deliveries it calls for)
-    pending: RefCell<HashMap<u64, (u64, u64, usize, u64)>>,
+    /// request id -> a send awaiting its ack
+    pending: RefCell<HashMap<u64, Pending>>,
     next_id: Cell<u64>,
     ready: Cell<bool>,
+    /// Highest inbox seq processed: after a reconnect, older events are skipped.
+    seen_seq: Cell<u64>,
+    /// The connection's reader and writer; dropping them closes it.
+    tasks: RefCell<Vec<glommio::Task<()>>>,
+}
+
+/// A send awaiting its ack.
+struct Pending {
+    intended_ns: u64,
+    actual_ns: u64,
+    stream: usize,
+    /// Deliveries it calls for (a group send: one per other member).
+    fanout: u64,
+    /// Sent again, with the same client_msg_id, after a reconnect.
+    body: Body,
 }
 
 impl Out {
@@ -233,6 +250,7 @@ impl Out {
 
 struct Sender {
     index: usize,
+    token: Vec<u8>,
     to: u64,
     counter: u64,
     group: Option<Group>,
@@ -279,35 +297,16 @@ async fn run_thread(
         .map_or("localhost", |(h, _)| h)
         .to_string();
     let name = ServerName::try_from(host)?;
-    let connector = TlsConnector::from(tls);
+    let dial = Rc::new(Dial {
+        addr,
+        name,
+        connector: TlsConnector::from(tls),
+    });
     let mut senders = Vec::new();
-    let mut tasks = Vec::new();
     for account in &mine {
-        let glommio_err =
-            |e: glommio::GlommioError<()>| anyhow::anyhow!("connecting to {addr}: {e}");
-        let tcp = TcpStream::connect(addr).await.map_err(glommio_err)?;
-        tcp.set_nodelay(true).map_err(glommio_err)?;
-        let stream = connector.connect(name.clone(), tcp).await?;
-        let (reader, writer) = futures_lite::io::split(stream);
         let out = Rc::new(Out::default());
-        out.push(&envelope(
-            out.request_id(),
-            Body::Resume(pb::Resume {
-                token: account.token.clone().into(),
-            }),
-        ));
         // Sync from the acked cursor: leftovers of earlier runs are drained and ignored.
-        out.push(&envelope(
-            out.request_id(),
-            Body::Sync(pb::Sync { after_seq: None }),
-        ));
-        tasks.push(glommio::spawn_local(write_loop(out.clone(), writer)));
-        tasks.push(glommio::spawn_local(read_loop(
-            state.clone(),
-            out.clone(),
-            reader,
-            account.index,
-        )));
+        dial.open(&state, &out, account, None).await?;
         let partner = account.index ^ 1;
         senders.push(Sender {
             index: account.index,
@@ -316,6 +315,7 @@ async fn run_thread(
             group: groups.get(account.index).copied().flatten(),
             group_counter: 0,
             sends: 0,
+            token: account.token.clone(),
             out,
         });
     }
@@ -347,6 +347,15 @@ async fn run_thread(
         state.result.borrow_mut().intervals =
             Some(IntervalHistograms::new(window_start, phases.measured));
     }
+    let churn = (args.reconnect_rate > 0.0).then(|| {
+        let period = Duration::from_secs_f64(args.threads as f64 / args.reconnect_rate);
+        let conns: Vec<(Account, Rc<Out>)> = mine
+            .iter()
+            .cloned()
+            .zip(senders.iter().map(|s| s.out.clone()))
+            .collect();
+        glommio::spawn_local(churn(state.clone(), dial.clone(), conns, period))
+    });
     // Every n-th send of a user goes to its group: --group-share, spread evenly.
     let group_every = if args.group_share > 0.0 {
         (1.0 / args.group_share).round().max(1.0) as u64
@@ -392,10 +401,7 @@ async fn run_thread(
             };
             let id = s.out.request_id();
             let fanout = group.map_or(1, |g| g.fanout);
-            s.out
-                .pending
-                .borrow_mut()
-                .insert(id, (due, actual, stream, fanout));
+            let pending_at = (due, actual, stream, fanout);
             let client_msg_id = (u64::from(state.run) << 32) | counter;
             let text = wire::encode(stamp, sizes.next_size());
             let body = match group {
@@ -410,7 +416,18 @@ async fn run_thread(
                     text,
                 }),
             };
-            s.out.push(&envelope(id, body));
+            s.out.push(&envelope(id, body.clone()));
+            let (intended_ns, actual_ns, stream, fanout) = pending_at;
+            s.out.pending.borrow_mut().insert(
+                id,
+                Pending {
+                    intended_ns,
+                    actual_ns,
+                    stream,
+                    fanout,
+                    body,
+                },
+            );
             state.inflight.set(state.inflight.get() + 1);
             state.progress.sent.fetch_add(1, Ordering::Relaxed);
             let mut r = state.result.borrow_mut();
@@ -421,6 +438,7 @@ async fn run_thread(
             k += 1;
         }
     }
+    drop(churn);
     // Drain: wait for outstanding acks and deliveries, for a bounded time.
     let drain_until = Instant::now() + Duration::from_secs(5);
     while state.inflight.get() > 0 && Instant::now() < drain_until {
@@ -428,13 +446,107 @@ async fn run_thread(
     }
     // Deliveries trail their acks slightly (and may land on another thread's receivers).
     glommio::timer::sleep(Duration::from_millis(300)).await;
-    drop(tasks);
+    for s in &senders {
+        drop(s.out.tasks.take());
+    }
     // Cancelled tasks may still hold the state until the executor drops them: take, not unwrap.
     let mut result = std::mem::replace(&mut *state.result.borrow_mut(), ThreadResult::new());
     for ((_receiver, stream), delivered) in state.oracle.borrow().delivered() {
         *result.delivered.entry(stream).or_default() += delivered;
     }
     Ok(result)
+}
+
+/// Where and how to connect.
+struct Dial {
+    addr: std::net::SocketAddr,
+    name: ServerName<'static>,
+    connector: TlsConnector,
+}
+
+impl Dial {
+    /// (Re)connects `out`'s account: Resume, Sync after `after_seq` (None: from the acked
+    /// cursor), then every send still awaiting its ack, again with its client_msg_id (the
+    /// server stores a retry once). Whatever was queued for the old connection is dropped.
+    async fn open(
+        &self,
+        state: &Rc<State>,
+        out: &Rc<Out>,
+        account_token: &impl TokenOf,
+        after_seq: Option<u64>,
+    ) -> anyhow::Result<()> {
+        let glommio_err =
+            |e: glommio::GlommioError<()>| anyhow::anyhow!("connecting to {}: {e}", self.addr);
+        let tcp = TcpStream::connect(self.addr).await.map_err(glommio_err)?;
+        tcp.set_nodelay(true).map_err(glommio_err)?;
+        let stream = self.connector.connect(self.name.clone(), tcp).await?;
+        let (reader, writer) = futures_lite::io::split(stream);
+        out.buf.borrow_mut().clear();
+        out.push(&envelope(
+            out.request_id(),
+            Body::Resume(pb::Resume {
+                token: account_token.token().to_vec().into(),
+            }),
+        ));
+        out.push(&envelope(
+            out.request_id(),
+            Body::Sync(pb::Sync { after_seq }),
+        ));
+        let mut resend: Vec<(u64, Body)> = out
+            .pending
+            .borrow()
+            .iter()
+            .map(|(id, p)| (*id, p.body.clone()))
+            .collect();
+        resend.sort_unstable_by_key(|(id, _)| *id);
+        for (id, body) in resend {
+            out.push(&envelope(id, body));
+        }
+        let me = account_token.index();
+        let tasks = vec![
+            glommio::spawn_local(write_loop(out.clone(), writer)),
+            glommio::spawn_local(read_loop(state.clone(), out.clone(), reader, me)),
+        ];
+        *out.tasks.borrow_mut() = tasks;
+        Ok(())
+    }
+}
+
+/// Reconnect churn: every `period`, the next connection in turn drops and reconnects.
+async fn churn(state: Rc<State>, dial: Rc<Dial>, conns: Vec<(Account, Rc<Out>)>, period: Duration) {
+    for (account, out) in conns.iter().cycle() {
+        glommio::timer::sleep(period).await;
+        drop(out.tasks.take());
+        let after = Some(out.seen_seq.get());
+        match dial.open(&state, out, account, after).await {
+            Ok(()) => state.result.borrow_mut().reconnects += 1,
+            Err(_) => state.result.borrow_mut().errors += 1,
+        }
+    }
+}
+
+/// What reconnecting needs of an account.
+trait TokenOf {
+    fn token(&self) -> &[u8];
+    fn index(&self) -> usize;
+}
+
+impl TokenOf for Account {
+    fn token(&self) -> &[u8] {
+        &self.token
+    }
+    fn index(&self) -> usize {
+        self.index
+    }
+}
+
+impl TokenOf for Sender {
+    fn token(&self) -> &[u8] {
+        &self.token
+    }
+    fn index(&self) -> usize {
+        self.index
+    }
 }
 
 /// How often a receiving connection acknowledges its inbox (one Ack covers everything).
@@ -469,8 +581,13 @@ async fn read_loop(
         while let Ok(Some(env)) = decoder.decode(&mut buf) {
             match env.body {
                 Some(Body::SendAck(_)) => {
-                    let Some((intended, actual, stream, fanout)) =
-                        out.pending.borrow_mut().remove(&env.request_id)
+                    let Some(Pending {
+                        intended_ns: intended,
+                        actual_ns: actual,
+                        stream,
+                        fanout,
+                        ..
+                    }) = out.pending.borrow_mut().remove(&env.request_id)
                     else {
                         continue;
                     };
@@ -493,6 +610,11 @@ async fn read_loop(
                     }
                 }
                 Some(Body::Event(event)) => {
+                    // Seen before a reconnect: a real client drops it by seq, and so do we.
+                    if event.seq <= out.seen_seq.get() {
+                        continue;
+                    }
+                    out.seen_seq.set(event.seq);
                     unacked_seq = unacked_seq.max(event.seq);
                     if let Some(pb::event::Kind::Message(m)) = event.kind {
                         on_message(&state, me, &m.text, now);
