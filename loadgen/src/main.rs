@@ -113,6 +113,13 @@ pub struct Args {
     /// resend of every unacknowledged send with its client_msg_id. 0 = none
     #[arg(long, default_value_t = 0.0, value_name = "PER_SEC")]
     pub reconnect_rate: f64,
+    /// Receivers mark their 1:1 conversation read at every ack (every 100 ms), so senders
+    /// get read receipts as well as delivered ones
+    #[arg(long)]
+    pub mark_read: bool,
+    /// Every connection subscribes to its partner's presence (again after a reconnect)
+    #[arg(long)]
+    pub watch_presence: bool,
     /// Busy-poll this many microseconds before a load generator thread sleeps: with a
     /// dedicated core, the server's writes then need no wake-up of a sleeping thread
     #[arg(long, default_value_t = 0, value_name = "US")]

@@ -45,6 +45,8 @@ pub struct Summary {
     reordered: u64,
     errors: u64,
     reconnects: u64,
+    receipts: u64,
+    presence_updates: u64,
     ack: Histogram<u64>,
     service: Histogram<u64>,
     delivery: Histogram<u64>,
@@ -77,6 +79,8 @@ impl Summary {
             reordered: 0,
             errors: 0,
             reconnects: 0,
+            receipts: 0,
+            presence_updates: 0,
             ack: histogram(),
             service: histogram(),
             delivery: histogram(),
@@ -92,6 +96,8 @@ impl Summary {
             s.errors += r.errors;
             s.duplicated += r.duplicated;
             s.reconnects += r.reconnects;
+            s.receipts += r.receipts;
+            s.presence_updates += r.presence_updates;
             s.reordered += r.reordered;
             let _ = s.ack.add(&r.ack);
             let _ = s.service.add(&r.service);
@@ -168,6 +174,12 @@ impl Summary {
             self.errors,
             self.reconnects
         );
+        if self.receipts > 0 || self.presence_updates > 0 {
+            println!(
+                "receipts received {}  presence updates received {}",
+                self.receipts, self.presence_updates
+            );
+        }
         println!(
             "{:<22}{:>9}{:>9}{:>9}{:>9}{:>10}{:>10}",
             "latency (ms)", "p50", "p90", "p99", "p99.9", "p99.99", "max"
@@ -221,6 +233,8 @@ impl Summary {
             "reordered": self.reordered,
             "errors": self.errors,
             "reconnects": self.reconnects,
+            "receipts": self.receipts,
+            "presence_updates": self.presence_updates,
             "ack_p50_ms": q(&self.ack, 0.5),
             "ack_p99_ms": q(&self.ack, 0.99),
             "delivery_p50_ms": q(&self.delivery, 0.5),

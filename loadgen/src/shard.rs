@@ -40,6 +40,10 @@ pub struct ThreadResult {
     pub reordered: u64,
     /// Connections dropped and re-established (--reconnect-rate).
     pub reconnects: u64,
+    /// Receipt events that reached senders.
+    pub receipts: u64,
+    /// PresenceUpdate pushes received (--watch-presence).
+    pub presence_updates: u64,
     /// Acked sends per stream (see [`stream`]).
     pub acked: HashMap<usize, u64>,
     /// Deliveries the acked sends call for, per stream (a group send: one per other member).
@@ -64,6 +68,8 @@ impl ThreadResult {
             duplicated: 0,
             reordered: 0,
             reconnects: 0,
+            receipts: 0,
+            presence_updates: 0,
             acked: HashMap::new(),
             expected: HashMap::new(),
             delivered: HashMap::new(),
@@ -192,6 +198,10 @@ struct State {
     /// Keyed by (receiving account, sender stream).
     oracle: RefCell<Oracle<(usize, usize)>>,
     inflight: Cell<u64>,
+    /// User id of every account, by index (a partner is index ^ 1).
+    peer_ids: Arc<Vec<u64>>,
+    mark_read: bool,
+    watch_presence: bool,
 }
 
 /// One connection's outgoing bytes and its writer's wake-up.
@@ -285,6 +295,9 @@ async fn run_thread(
         result: RefCell::new(ThreadResult::new()),
         oracle: RefCell::default(),
         inflight: Cell::new(0),
+        peer_ids: peer_ids.clone(),
+        mark_read: args.mark_read,
+        watch_presence: args.watch_presence,
     });
     let addr = args
         .server
@@ -492,6 +505,15 @@ impl Dial {
             out.request_id(),
             Body::Sync(pb::Sync { after_seq }),
         ));
+        let me = account_token.index();
+        if state.watch_presence {
+            if let Some(&partner) = state.peer_ids.get(me ^ 1) {
+                let req = Body::SubscribePresence(pb::SubscribePresence {
+                    user_ids: vec![partner],
+                });
+                out.push(&envelope(out.request_id(), req));
+            }
+        }
         let mut resend: Vec<(u64, Body)> = out
             .pending
             .borrow()
@@ -502,7 +524,6 @@ impl Dial {
         for (id, body) in resend {
             out.push(&envelope(id, body));
         }
-        let me = account_token.index();
         let tasks = vec![
             glommio::spawn_local(write_loop(out.clone(), writer)),
             glommio::spawn_local(read_loop(state.clone(), out.clone(), reader, me)),
@@ -571,6 +592,8 @@ async fn read_loop(
     let mut buf = BytesMut::new();
     let mut chunk = vec![0u8; 64 * 1024];
     let mut unacked_seq = 0u64;
+    // Highest inbox seq of a 1:1 message not yet marked read (--mark-read).
+    let mut unread_direct = 0u64;
     let mut last_ack = Instant::now();
     loop {
         match reader.read(&mut chunk).await {
@@ -616,11 +639,21 @@ async fn read_loop(
                     }
                     out.seen_seq.set(event.seq);
                     unacked_seq = unacked_seq.max(event.seq);
-                    if let Some(pb::event::Kind::Message(m)) = event.kind {
-                        on_message(&state, me, &m.text, now);
+                    match event.kind {
+                        Some(pb::event::Kind::Message(m)) => {
+                            if m.group_id == 0 {
+                                unread_direct = unread_direct.max(event.seq);
+                            }
+                            on_message(&state, me, &m.text, now);
+                        }
+                        Some(pb::event::Kind::Receipt(_)) => {
+                            state.result.borrow_mut().receipts += 1;
+                        }
+                        _ => {}
                     }
                 }
                 Some(Body::SyncDone(_)) => out.ready.set(true),
+                Some(Body::PresenceUpdate(_)) => state.result.borrow_mut().presence_updates += 1,
                 Some(Body::Error(_)) => {
                     if out.pending.borrow_mut().remove(&env.request_id).is_some() {
                         state.inflight.set(state.inflight.get().saturating_sub(1));
@@ -641,6 +674,19 @@ async fn read_loop(
                 }),
             ));
             unacked_seq = 0;
+            if state.mark_read && unread_direct > 0 {
+                if let Some(&partner) = state.peer_ids.get(me ^ 1) {
+                    out.push(&envelope(
+                        out.request_id(),
+                        Body::MarkRead(pb::MarkRead {
+                            with_user_id: partner,
+                            group_id: 0,
+                            up_to_seq: unread_direct,
+                        }),
+                    ));
+                }
+                unread_direct = 0;
+            }
         }
     }
 }
