@@ -94,6 +94,11 @@ pub async fn serve(shard: Rc<Shard>, tcp: TcpStream, acceptor: TlsAcceptor) {
         if entry.out.is_closed() {
             break;
         }
+        if buf.is_empty() {
+            // Frames were split off this buffer; its allocation would otherwise stay with
+            // the connection while it waits.
+            buf = BytesMut::new();
+        }
         let read = futures_lite::future::or(read_into(&shard, &mut reader, &mut buf), async {
             entry.stop.wait().await;
             Ok(0)

@@ -83,7 +83,9 @@ impl OutQueue {
             {
                 let mut buf = self.buf.borrow_mut();
                 if !buf.is_empty() {
-                    return Some(buf.split());
+                    // Take the whole buffer, not a split of it: a split would keep the
+                    // allocation alive in the queue while the connection idles.
+                    return Some(std::mem::take(&mut *buf));
                 }
             }
             if self.closed.get() {
