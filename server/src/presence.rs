@@ -47,10 +47,18 @@ pub struct PresenceQuery {
     pub subscribe: bool,
 }
 
+/// A subscription, with what is needed to check the watcher's right to see again.
+#[derive(Debug, Clone)]
+struct Watcher {
+    conn: ConnRef,
+    viewer: u64,
+    viewer_groups: Rc<Vec<u64>>,
+}
+
 #[derive(Debug, Default)]
 pub struct PresenceHub {
-    /// watched user -> (watching connection, watching user)
-    subscribers: RefCell<HashMap<u64, Vec<(ConnRef, u64)>>>,
+    /// watched user -> who watches, from which connection
+    subscribers: RefCell<HashMap<u64, Vec<Watcher>>>,
     /// user -> the disconnect whose offline notice is waiting out the debounce
     going_offline: RefCell<HashMap<u64, u64>>,
     next_token: Cell<u64>,
@@ -110,13 +118,18 @@ impl PresenceHub {
     /// On the targets' shard: their presence as the viewer may see it; subscribes.
     pub fn answer(&self, shard: &Rc<Shard>, q: PresenceQuery) {
         let mut presences = Vec::with_capacity(q.targets.len());
+        let viewer_groups = Rc::new(q.viewer_groups);
         for target in q.targets {
-            let visible = may_see(shard, target, q.viewer, &q.viewer_groups);
+            let visible = may_see(shard, target, q.viewer, &viewer_groups);
             if visible && q.subscribe {
                 let mut subs = self.subscribers.borrow_mut();
                 let list = subs.entry(target).or_default();
-                if !list.iter().any(|(c, _)| *c == q.viewer_conn) {
-                    list.push((q.viewer_conn, q.viewer));
+                if !list.iter().any(|w| w.conn == q.viewer_conn) {
+                    list.push(Watcher {
+                        conn: q.viewer_conn,
+                        viewer: q.viewer,
+                        viewer_groups: viewer_groups.clone(),
+                    });
                 }
             }
             presences.push(self.presence(shard, target, visible));
@@ -180,7 +193,7 @@ impl PresenceHub {
         let mut subs = self.subscribers.borrow_mut();
         for t in targets {
             if let Some(list) = subs.get_mut(t) {
-                list.retain(|(c, _)| *c != conn);
+                list.retain(|w| w.conn != conn);
                 if list.is_empty() {
                     subs.remove(t);
                 }
@@ -223,7 +236,11 @@ impl PresenceHub {
             .get(&user)
             .cloned()
             .unwrap_or_default();
-        for (conn, _) in subs {
+        for w in subs {
+            // Checked again at every update: the user may have hidden their presence since.
+            if !may_see(shard, user, w.viewer, &w.viewer_groups) {
+                continue;
+            }
             let update = pb::PresenceUpdate {
                 presence: Some(pb::Presence {
                     user_id: user,
@@ -233,7 +250,7 @@ impl PresenceHub {
                 }),
             };
             shard.to_conn(
-                conn,
+                w.conn,
                 Auth::Unchanged,
                 envelope(0, Body::PresenceUpdate(update)),
             );

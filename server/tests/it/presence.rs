@@ -176,3 +176,19 @@ fn typing_reaches_online_peers_and_is_never_stored() {
         Some(pb::ErrorCode::UserNotFound)
     );
 }
+
+#[test]
+fn hiding_presence_silences_existing_subscriptions() {
+    let server = TestServer::start(2);
+    let (watcher, _) = server.user("watcher");
+    let (target, t) = server.user("target");
+    watcher.send_message(t.user_id, "hi").unwrap();
+    assert!(!watcher.subscribe_presence(&[t.user_id]).unwrap()[0].hidden);
+    target
+        .set_settings(None, Some(pb::PresenceVisibility::Nobody))
+        .unwrap();
+    drop(target);
+    // The offline notice would come after the 2 s debounce; it must not come at all.
+    assert_eq!(next_push(&watcher, Duration::from_secs(4)), None);
+    assert!(watcher.get_presence(&[t.user_id]).unwrap()[0].hidden);
+}
