@@ -162,3 +162,34 @@ fn group_receipts_per_member_and_who_has_read() {
         Some(pb::ErrorCode::GroupNotFound)
     );
 }
+
+#[test]
+fn group_receipts_wait_for_an_offline_sender() {
+    let server = TestServer::start(2);
+    let sender_name = name_on_shard("sender", 0, 2);
+    let (sender, _) = server.user(&sender_name);
+    let (member, m) = server.user(&name_on_shard("member", 1, 2));
+    let m = m.user_id;
+    let g = sender.create_group("later", &[m]).unwrap().group_id;
+    let seq = sender
+        .send_group_message(g, 1, "read me later")
+        .unwrap()
+        .seq;
+    drop(sender);
+
+    let head = member.sync(None).unwrap();
+    member.ack(head).unwrap();
+    member.mark_group_read(g, seq).unwrap();
+
+    let (sender, _) = server.login(&sender_name);
+    sender.sync(None).unwrap();
+    let mut got = vec![next_receipt(&sender), next_receipt(&sender)];
+    got.sort_unstable();
+    assert_eq!(
+        got,
+        vec![
+            (m, g, ReceiptKind::Delivered, seq),
+            (m, g, ReceiptKind::Read, seq)
+        ]
+    );
+}
