@@ -93,8 +93,14 @@ pub enum ShardMsg {
         op: u64,
         presences: Vec<pb::Presence>,
     },
-    /// A connection that watched users of the destination shard closed.
-    Unsubscribe { conn: ConnRef, targets: Vec<u64> },
+    /// A connection that watched `targets` closed. Sent to the watcher's own shard, which
+    /// forwards it to the targets' shards: the same path its SubscribePresence took, so it
+    /// cannot overtake it.
+    Unsubscribe {
+        conn: ConnRef,
+        targets: Vec<u64>,
+        forward: bool,
+    },
     /// A typing indication for members of a group who live on the destination shard.
     TypingFanout {
         from: u64,
@@ -281,7 +287,33 @@ impl Shard {
             ShardMsg::PresenceAnswer { op, presences } => {
                 self.presence.answered(self, op, presences)
             }
-            ShardMsg::Unsubscribe { conn, targets } => self.presence.unsubscribe(conn, &targets),
+            ShardMsg::Unsubscribe {
+                conn,
+                targets,
+                forward: true,
+            } => {
+                let mut by_shard: HashMap<usize, Vec<u64>> = HashMap::new();
+                for target in targets {
+                    by_shard
+                        .entry(shard_of_user(target, self.shards))
+                        .or_default()
+                        .push(target);
+                }
+                for (dest, targets) in by_shard {
+                    let forward = false;
+                    self.dispatch(
+                        dest,
+                        ShardMsg::Unsubscribe {
+                            conn,
+                            targets,
+                            forward,
+                        },
+                    );
+                }
+            }
+            ShardMsg::Unsubscribe { conn, targets, .. } => {
+                self.presence.unsubscribe(conn, &targets)
+            }
             ShardMsg::TypingFanout {
                 from,
                 group_id,
@@ -408,15 +440,15 @@ impl Shard {
     pub fn close_conn(self: &Rc<Self>, conn: ConnRef) {
         let entry = self.conns.borrow_mut().remove(&conn.id);
         if let Some(entry) = &entry {
-            let mut by_shard: HashMap<usize, Vec<u64>> = HashMap::new();
-            for target in entry.watching.take() {
-                by_shard
-                    .entry(shard_of_user(target, self.shards))
-                    .or_default()
-                    .push(target);
-            }
-            for (dest, targets) in by_shard {
-                self.dispatch(dest, ShardMsg::Unsubscribe { conn, targets });
+            let targets = entry.watching.take();
+            if let (Some(user), false) = (entry.user.get(), targets.is_empty()) {
+                let forward = true;
+                let msg = ShardMsg::Unsubscribe {
+                    conn,
+                    targets,
+                    forward,
+                };
+                self.dispatch(shard_of_user(user, self.shards), msg);
             }
         }
         if let Some(user) = entry.and_then(|e| e.user.get()) {
