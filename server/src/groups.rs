@@ -183,6 +183,18 @@ impl Groups {
                 None,
             )
         });
+        // Recipients who are not members after the change (the one removed or leaving).
+        let extras: Vec<u64> = recipients
+            .iter()
+            .copied()
+            .filter(|r| role_of(&group, *r).is_none())
+            .collect();
+        let staged = staged.and_then(|entry| {
+            if !extras.is_empty() {
+                shard.store.stage_fanout_extras(&entry, &extras)?;
+            }
+            Ok(entry)
+        });
         match staged {
             Ok(entry) => {
                 let group = Rc::new(pb::Group {
@@ -355,7 +367,7 @@ impl Groups {
     }
 
     /// After a restart: hands out again every entry some member shard had not confirmed,
-    /// to the group's current members.
+    /// to the group's current members and the entry's recorded extra recipients.
     pub fn resume_fanouts(&self, shard: &Rc<Shard>) {
         let pending = match shard.store.pending_fanouts() {
             Ok(p) => p,
@@ -368,16 +380,21 @@ impl Groups {
                 "resuming group fan-out"
             );
         }
-        for entry in pending {
+        for (entry, extras) in pending {
             let Some(group_id) = chat_storage::group_of(&entry) else {
                 continue;
             };
             debug_assert_eq!(shard_of_group(group_id, shard.shards), shard.id);
-            let members: Vec<u64> = match self.load(shard, group_id) {
+            let mut recipients: Vec<u64> = match self.load(shard, group_id) {
                 Ok(Some(g)) => g.members.iter().map(|m| m.user_id).collect(),
                 _ => Vec::new(),
             };
-            self.fan_out(shard, &entry, &members);
+            for extra in extras {
+                if !recipients.contains(&extra) {
+                    recipients.push(extra);
+                }
+            }
+            self.fan_out(shard, &entry, &recipients);
         }
     }
 }

@@ -178,9 +178,29 @@ impl Store {
         Ok(())
     }
 
+    /// Records who, besides the group's members at hand-out time, must receive `entry`
+    /// (the member a REMOVED or LEFT change is about), in case it is handed out again after
+    /// a restart. Staged.
+    pub fn stage_fanout_extras(&self, entry: &pb::Event, extras: &[u64]) -> Result<()> {
+        let group_id =
+            group_of(entry).ok_or_else(|| corrupt(CF_GROUP_PENDING, "entry of no group"))?;
+        let mut value = timestamp_of(entry).to_be_bytes().to_vec();
+        for user in extras {
+            value.extend_from_slice(&user.to_be_bytes());
+        }
+        let db = self.db()?;
+        self.pending.borrow_mut().put_cf(
+            cf_handle(&db, CF_GROUP_PENDING),
+            keys::group_entry(group_id, entry.seq),
+            value,
+        );
+        Ok(())
+    }
+
     /// Log entries whose hand-out to member shards was not confirmed before the last stop,
-    /// in (group, seq) order.
-    pub fn pending_fanouts(&self) -> Result<Vec<pb::Event>> {
+    /// in (group, seq) order, each with its extra recipients (see
+    /// [`Store::stage_fanout_extras`]).
+    pub fn pending_fanouts(&self) -> Result<Vec<(pb::Event, Vec<u64>)>> {
         let db = self.db()?;
         let mut out = Vec::new();
         for item in db.iterator_cf(cf_handle(&db, CF_GROUP_PENDING), IteratorMode::Start) {
@@ -193,8 +213,14 @@ impl Store {
                 cf_handle(&db, CF_GROUP_LOG),
                 keys::group_log(group_id, timestamp_us),
             )?;
+            let extras = value
+                .get(8..)
+                .unwrap_or_default()
+                .chunks_exact(8)
+                .filter_map(|c| keys::u64_at(c, 0))
+                .collect();
             match entry {
-                Some(bytes) => out.push(decode(CF_GROUP_LOG, &bytes)?),
+                Some(bytes) => out.push((decode(CF_GROUP_LOG, &bytes)?, extras)),
                 None => return Err(corrupt(CF_GROUP_PENDING, "entry missing from the log")),
             }
         }

@@ -207,7 +207,11 @@ fn group_log_assigns_seqs_keeps_time_order_and_remembers_sends() {
         s.stage_fanout_done(7, 1).unwrap();
         s.commit().unwrap();
         let pending = s.pending_fanouts().unwrap();
-        assert_eq!(pending.iter().map(|e| e.seq).collect::<Vec<_>>(), [2]);
+        assert_eq!(pending.iter().map(|(e, _)| e.seq).collect::<Vec<_>>(), [2]);
+        // Extra recipients (a removed member) come back with it.
+        s.stage_fanout_extras(&pending[0].0, &[42, 43]).unwrap();
+        s.commit().unwrap();
+        assert_eq!(s.pending_fanouts().unwrap()[0].1, [42, 43]);
     }
     // Reopened: the head and the idempotency records come back from disk.
     let s = Store::open(dir.path(), Durability::Wal).unwrap();
