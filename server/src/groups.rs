@@ -16,7 +16,7 @@ use std::rc::Rc;
 use chat_protocol::pb::{self, envelope::Body, event, GroupChangeKind, GroupRole};
 use chat_protocol::ErrorCode;
 
-use crate::routing::{shard_of_group, shard_of_user};
+use crate::routing::{shard_of_group, users_by_shard};
 use crate::shard::{AfterCommit, Reply, Shard, ShardMsg};
 
 /// A group operation that waits for the member shards to confirm that its users exist.
@@ -223,13 +223,7 @@ impl Groups {
     /// Asks the shards of `user_ids` whether they exist, then runs `then` (see
     /// [`Groups::checked`]).
     pub fn check_users(&self, shard: &Rc<Shard>, user_ids: &[u64], then: Pending) {
-        let mut by_shard: HashMap<usize, Vec<u64>> = HashMap::new();
-        for &id in user_ids {
-            by_shard
-                .entry(shard_of_user(id, shard.shards))
-                .or_default()
-                .push(id);
-        }
+        let by_shard = users_by_shard(user_ids.iter().copied(), shard.shards);
         let op = self.next_check.get();
         self.next_check.set(op + 1);
         self.checks.borrow_mut().insert(
@@ -310,13 +304,7 @@ impl Groups {
         let Some(group_id) = chat_storage::group_of(entry) else {
             return;
         };
-        let mut by_shard: HashMap<usize, Vec<u64>> = HashMap::new();
-        for &member in recipients {
-            by_shard
-                .entry(shard_of_user(member, shard.shards))
-                .or_default()
-                .push(member);
-        }
+        let by_shard = users_by_shard(recipients.iter().copied(), shard.shards);
         if by_shard.is_empty() {
             return self.confirm_all(shard, group_id, entry.seq);
         }

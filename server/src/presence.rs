@@ -17,7 +17,7 @@ use chat_protocol::envelope;
 use chat_protocol::pb::{self, envelope::Body, PresenceVisibility};
 
 use crate::clock::Clock;
-use crate::routing::shard_of_user;
+use crate::routing::users_by_shard;
 use crate::runtime;
 use crate::shard::{Auth, ConnRef, Reply, Shard, ShardMsg};
 
@@ -80,13 +80,7 @@ impl PresenceHub {
             Ok(g) => g,
             Err(e) => return shard.internal(reply, &e),
         };
-        let mut by_shard: HashMap<usize, Vec<u64>> = HashMap::new();
-        for &t in &targets {
-            by_shard
-                .entry(shard_of_user(t, shard.shards))
-                .or_default()
-                .push(t);
-        }
+        let by_shard = users_by_shard(targets.iter().copied(), shard.shards);
         let op = self.next_query.get();
         self.next_query.set(op + 1);
         self.queries.borrow_mut().insert(

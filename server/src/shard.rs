@@ -23,7 +23,7 @@ use crate::cmd;
 use crate::groups::{self, Groups};
 use crate::presence::PresenceHub;
 use crate::request::{Conversation, Request};
-use crate::routing::{shard_of_group, shard_of_user, shard_of_username};
+use crate::routing::{shard_of_group, shard_of_user, shard_of_username, users_by_shard};
 use crate::signal::{OutQueue, Signal};
 
 /// A connection, named by the shard it lives on and its id there.
@@ -292,14 +292,7 @@ impl Shard {
                 targets,
                 forward: true,
             } => {
-                let mut by_shard: HashMap<usize, Vec<u64>> = HashMap::new();
-                for target in targets {
-                    by_shard
-                        .entry(shard_of_user(target, self.shards))
-                        .or_default()
-                        .push(target);
-                }
-                for (dest, targets) in by_shard {
+                for (dest, targets) in users_by_shard(targets, self.shards) {
                     let forward = false;
                     self.dispatch(
                         dest,

@@ -2,7 +2,6 @@
 //! recipient's shard; a group's on the group's shard, which hands it to the members' shards
 //! in one message per shard.
 
-use std::collections::HashMap;
 use std::rc::Rc;
 
 use chat_protocol::pb::{self, envelope::Body};
@@ -10,7 +9,7 @@ use chat_protocol::ErrorCode;
 
 use crate::presence;
 use crate::request::Conversation;
-use crate::routing::shard_of_user;
+use crate::routing::users_by_shard;
 use crate::shard::{Reply, Shard, ShardMsg};
 
 pub fn run(shard: &Rc<Shard>, reply: Reply, me: u64, with: Conversation, typing: bool) {
@@ -28,14 +27,8 @@ pub fn run(shard: &Rc<Shard>, reply: Reply, me: u64, with: Conversation, typing:
                 Ok(g) => g,
                 Err((code, msg)) => return shard.fail(reply, code, msg),
             };
-            let mut by_shard: HashMap<usize, Vec<u64>> = HashMap::new();
-            for m in group.members.iter().filter(|m| m.user_id != me) {
-                by_shard
-                    .entry(shard_of_user(m.user_id, shard.shards))
-                    .or_default()
-                    .push(m.user_id);
-            }
-            for (dest, members) in by_shard {
+            let others = group.members.iter().map(|m| m.user_id).filter(|&u| u != me);
+            for (dest, members) in users_by_shard(others, shard.shards) {
                 shard.dispatch(
                     dest,
                     ShardMsg::TypingFanout {
