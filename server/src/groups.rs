@@ -150,8 +150,8 @@ impl Groups {
     // ---- changes ----
 
     /// Stages a new version of the group and the change entry that explains it; once
-    /// durable, answers `reply` with the new GroupInfo (or `answer`, when given) and hands
-    /// the entry to `recipients` (for a removal, the members before it).
+    /// durable, answers `reply` with the new GroupInfo and hands the entry to `recipients`
+    /// (for a removal, the members before it).
     #[allow(clippy::too_many_arguments)]
     pub fn change(
         &self,
@@ -206,8 +206,10 @@ impl Groups {
                     .insert(group.group_id, group.clone());
                 let answer = self.info(shard, &group);
                 shard.after_commit(AfterCommit::GroupEntry {
-                    answer: Some((reply, answer)),
-                    fanout: Some((entry, recipients)),
+                    reply,
+                    answer,
+                    entry,
+                    recipients,
                 });
             }
             Err(e) => {

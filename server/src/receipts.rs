@@ -11,7 +11,6 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use chat_protocol::pb::{self, envelope::Body, event, ReceiptKind};
-use chat_protocol::ErrorCode;
 
 use crate::clock::Clock;
 use crate::routing::{shard_of_group, shard_of_user};
@@ -194,10 +193,4 @@ pub fn get(shard: &Rc<Shard>, reply: Reply, me: u64, group_id: u64, seq: u64) {
         }
     }
     shard.respond(reply, Body::Receipts(receipts));
-}
-
-/// ErrorCode for a MarkRead beyond the reader's inbox.
-pub fn beyond_head(shard: &Rc<Shard>, reply: Reply, seq: u64, head: u64) {
-    let msg = format!("cannot mark seq {seq} read: the inbox head is {head}");
-    shard.fail(reply, ErrorCode::InvalidArgument, msg);
 }

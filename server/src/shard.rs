@@ -138,8 +138,10 @@ pub enum AfterCommit {
     },
     /// On a group's shard: an answer to send and a log entry to hand to the members.
     GroupEntry {
-        answer: Option<(Reply, Body)>,
-        fanout: Option<(pb::Event, Vec<u64>)>,
+        reply: Reply,
+        answer: Body,
+        entry: pb::Event,
+        recipients: Vec<u64>,
     },
     /// An answer to send once staged writes are durable.
     Answer { reply: Reply, body: Body },
@@ -370,15 +372,12 @@ impl Shard {
                     AfterCommit::StoredForRecipient { reply, .. }
                     | AfterCommit::RecordedForSender { reply, .. }
                     | AfterCommit::Answer { reply, .. }
-                    | AfterCommit::GroupEntry {
-                        answer: Some((reply, _)),
-                        ..
-                    } => self.fail(reply, ErrorCode::Internal, "internal server error"),
+                    | AfterCommit::GroupEntry { reply, .. } => {
+                        self.fail(reply, ErrorCode::Internal, "internal server error")
+                    }
                     // Unconfirmed: the group's shard hands the entry out again on restart.
                     // A lost receipt is superseded by the next one (they are cumulative).
-                    AfterCommit::GroupEntry { answer: None, .. }
-                    | AfterCommit::GroupDelivery { .. }
-                    | AfterCommit::Appended { .. } => {}
+                    AfterCommit::GroupDelivery { .. } | AfterCommit::Appended { .. } => {}
                 }
             }
             return;
@@ -397,13 +396,14 @@ impl Shard {
                 } => cmd::send::durable_for_sender(self, reply, &msg, duplicate),
                 AfterCommit::Answer { reply, body } => self.respond(reply, body),
                 AfterCommit::Appended { user, event } => self.on_appended(user, &event),
-                AfterCommit::GroupEntry { answer, fanout } => {
-                    if let Some((reply, body)) = answer {
-                        self.respond(reply, body);
-                    }
-                    if let Some((entry, recipients)) = fanout {
-                        self.groups.fan_out(self, &entry, &recipients);
-                    }
+                AfterCommit::GroupEntry {
+                    reply,
+                    answer,
+                    entry,
+                    recipients,
+                } => {
+                    self.respond(reply, answer);
+                    self.groups.fan_out(self, &entry, &recipients);
                 }
                 AfterCommit::GroupDelivery {
                     from,

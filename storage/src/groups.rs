@@ -93,10 +93,7 @@ impl Store {
         client_msg_id: u64,
     ) -> Result<Option<SendRecord>> {
         let key = keys::idempotency(group_id, sender, client_msg_id);
-        if let Some(staged) = self.staged_group_sends.borrow().get(&key) {
-            return Ok(Some(staged.clone()));
-        }
-        self.get(CF_GROUP_IDEMPOTENCY, &key)
+        self.staged_or_stored_send(&self.staged_group_sends, CF_GROUP_IDEMPOTENCY, &key)
     }
 
     /// Stages the group's next log entry: assigns its group seq, and marks it as not yet
@@ -259,10 +256,7 @@ impl Store {
             self.index_membership(&mut batch, &db, change, members);
         }
         for &member in members {
-            let seq = self
-                .inbox_head(member)?
-                .checked_add(1)
-                .ok_or(StorageError::SeqExhausted(member))?;
+            let seq = self.next_inbox_seq(member)?;
             let reference = InboxRef {
                 seq,
                 group_ref: Some(GroupRef {

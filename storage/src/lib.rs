@@ -318,10 +318,27 @@ impl Store {
         client_msg_id: u64,
     ) -> Result<Option<SendRecord>> {
         let key = keys::idempotency(recipient, sender, client_msg_id);
-        if let Some(staged) = self.staged_sends.borrow().get(&key) {
-            return Ok(Some(staged.clone()));
+        self.staged_or_stored_send(&self.staged_sends, CF_IDEMPOTENCY, &key)
+    }
+
+    /// An idempotency record: staged for the next commit, or already on disk.
+    fn staged_or_stored_send(
+        &self,
+        staged: &RefCell<HashMap<[u8; 24], SendRecord>>,
+        cf: &'static str,
+        key: &[u8; 24],
+    ) -> Result<Option<SendRecord>> {
+        if let Some(record) = staged.borrow().get(key) {
+            return Ok(Some(record.clone()));
         }
-        self.get(CF_IDEMPOTENCY, &key)
+        self.get(cf, key)
+    }
+
+    /// The seq the next event appended to `user_id`'s inbox gets.
+    fn next_inbox_seq(&self, user_id: u64) -> Result<u64> {
+        self.inbox_head(user_id)?
+            .checked_add(1)
+            .ok_or(StorageError::SeqExhausted(user_id))
     }
 
     /// Stores an incoming 1:1 message for `msg.to_user_id` now: [`Store::stage_message`]
@@ -355,10 +372,7 @@ impl Store {
             };
             return Ok((appended, stored));
         }
-        let seq = self
-            .inbox_head(to)?
-            .checked_add(1)
-            .ok_or(StorageError::SeqExhausted(to))?;
+        let seq = self.next_inbox_seq(to)?;
         let stored = pb::Message { seq, ..msg.clone() };
         let event = pb::Event {
             seq,

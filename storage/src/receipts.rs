@@ -9,8 +9,8 @@ use rocksdb::{Direction, IteratorMode};
 
 use crate::records::GroupMarks;
 use crate::{
-    cf_handle, corrupt, decode, keys, Result, StorageError, Store, CF_GROUP_LOG, CF_GROUP_RECEIPTS,
-    CF_INBOX, CF_READ_MARKERS, CF_USERS,
+    cf_handle, corrupt, decode, keys, Result, Store, CF_GROUP_LOG, CF_GROUP_RECEIPTS, CF_INBOX,
+    CF_READ_MARKERS, CF_USERS,
 };
 
 /// How many log or inbox entries one marker update looks at to find the senders it covers;
@@ -20,10 +20,7 @@ pub const RECEIPT_SCAN_LIMIT: usize = 10_000;
 impl Store {
     /// Appends an event of `kind` to `user_id`'s inbox (durable after [`Store::commit`]).
     pub fn stage_event(&self, user_id: u64, kind: event::Kind) -> Result<pb::Event> {
-        let seq = self
-            .inbox_head(user_id)?
-            .checked_add(1)
-            .ok_or(StorageError::SeqExhausted(user_id))?;
+        let seq = self.next_inbox_seq(user_id)?;
         let event = pb::Event {
             seq,
             kind: Some(kind),

@@ -5,6 +5,7 @@
 use std::rc::Rc;
 
 use chat_protocol::pb::{self, envelope::Body, ReceiptKind};
+use chat_protocol::ErrorCode;
 
 use crate::receipts;
 use crate::request::Conversation;
@@ -20,7 +21,8 @@ pub fn run(shard: &Rc<Shard>, reply: Reply, me: u64, with: Conversation, up_to_s
                 Err(e) => return shard.internal(reply, &e),
             };
             if up_to_seq > head {
-                return receipts::beyond_head(shard, reply, up_to_seq, head);
+                let msg = format!("cannot mark seq {up_to_seq} read: the inbox head is {head}");
+                return shard.fail(reply, ErrorCode::InvalidArgument, msg);
             }
             match shard.store.advance_read_marker(me, false, peer, up_to_seq) {
                 Ok(Some(_)) if share => {

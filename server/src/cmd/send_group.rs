@@ -61,8 +61,10 @@ pub fn run(shard: &Rc<Shard>, reply: Reply, sender: u64, send: SendGroup) {
             };
             let recipients = group.members.iter().map(|m| m.user_id).collect();
             shard.after_commit(AfterCommit::GroupEntry {
-                answer: Some((reply, ack(entry.seq, timestamp_us, false))),
-                fanout: Some((entry, recipients)),
+                reply,
+                answer: ack(entry.seq, timestamp_us, false),
+                entry,
+                recipients,
             });
         }
         Err(e) => shard.internal(reply, &e),
