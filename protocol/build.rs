@@ -2,6 +2,12 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
     let fds = protox::compile(["chat.proto"], ["proto"])?;
-    prost_build::Config::new().bytes(["."]).compile_fds(fds)?;
+    prost_build::Config::new()
+        .bytes(["."])
+        // Media is rare and large; boxed, it does not grow every message by its size.
+        .boxed(".chat.v1.Message.media")
+        .boxed(".chat.v1.SendMessage.media")
+        .boxed(".chat.v1.SendGroupMessage.media")
+        .compile_fds(fds)?;
     Ok(())
 }

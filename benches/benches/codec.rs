@@ -11,6 +11,7 @@ fn message_event(text_len: usize) -> pb::Envelope {
         Body::Event(pb::Event {
             seq: 123_456,
             kind: Some(pb::event::Kind::Message(pb::Message {
+                media: None,
                 from_user_id: 0x1234_5678_9abc_def0,
                 to_user_id: 0x0fed_cba9_8765_4321,
                 client_msg_id: 42,

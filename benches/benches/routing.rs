@@ -16,6 +16,7 @@ fn push(seq: u64) -> ShardMsg {
     let event = pb::Event {
         seq,
         kind: Some(pb::event::Kind::Message(pb::Message {
+            media: None,
             from_user_id: 7,
             to_user_id: 8,
             client_msg_id: seq,

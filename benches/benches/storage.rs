@@ -15,6 +15,7 @@ fn storage(c: &mut Criterion) {
         b.iter(|| {
             n += 1;
             let msg = pb::Message {
+                media: None,
                 from_user_id: 1 + n % 1000,
                 to_user_id: 5000 + n % 100,
                 client_msg_id: n,
@@ -29,6 +30,7 @@ fn storage(c: &mut Criterion) {
     // A full inbox to page through, independent of how often the append bench ran.
     for i in 1..=256u64 {
         let msg = pb::Message {
+            media: None,
             from_user_id: 1,
             to_user_id: 9999,
             client_msg_id: i,

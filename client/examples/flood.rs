@@ -52,6 +52,7 @@ fn main() -> anyhow::Result<()> {
                         to_user_id: to,
                         client_msg_id: id,
                         text: "x".repeat(100),
+                        media: None,
                     }))?);
                 }
                 if let Some(rx) = inflight.pop_front() {

@@ -114,12 +114,23 @@ impl Connection {
             return Err(ClientError::Closed);
         }
         let mut tls = lock(&self.tls);
-        tls.writer().write_all(bytes)?;
         let mut socket = &self.socket;
-        while tls.wants_write() {
-            tls.write_tls(&mut socket)?;
+        let mut rest = bytes;
+        loop {
+            // rustls buffers a bounded amount of plaintext (64 KiB): encrypt and send what
+            // it took before handing it more.
+            let taken = tls.writer().write(rest)?;
+            rest = &rest[taken..];
+            while tls.wants_write() {
+                tls.write_tls(&mut socket)?;
+            }
+            if rest.is_empty() {
+                return Ok(());
+            }
+            if taken == 0 {
+                return Err(ClientError::Tls("TLS connection refuses more data".into()));
+            }
         }
-        Ok(())
     }
 
     /// Sends one framed envelope without waiting for anything.
@@ -228,6 +239,7 @@ impl Connection {
         text: &str,
     ) -> Result<pb::SendAck> {
         let req = Body::SendMessage(pb::SendMessage {
+            media: None,
             to_user_id,
             client_msg_id,
             text: text.into(),
@@ -361,6 +373,7 @@ impl Connection {
         presence_visibility: Option<pb::PresenceVisibility>,
     ) -> Result<pb::Settings> {
         let req = pb::SetSettings {
+            push_previews: None,
             read_receipts,
             presence_visibility: presence_visibility.map(|v| v as i32),
         };
@@ -425,6 +438,7 @@ impl Connection {
         text: &str,
     ) -> Result<pb::SendAck> {
         let req = Body::SendGroupMessage(pb::SendGroupMessage {
+            media: None,
             group_id,
             client_msg_id,
             text: text.to_string(),
@@ -433,6 +447,22 @@ impl Connection {
             Body::SendAck(a) => Ok(a),
             other => Err(unexpected(&other)),
         }
+    }
+
+    /// Registers this device's push token: while the user has no connection, new
+    /// messages are announced to it through the server's push gateway.
+    pub fn register_push_token(&self, platform: pb::PushPlatform, token: &str) -> Result<()> {
+        self.done(Body::RegisterPushToken(pb::RegisterPushToken {
+            platform: platform as i32,
+            token: token.into(),
+        }))
+    }
+
+    /// Removes a push token (for example at logout); an unknown token is not an error.
+    pub fn unregister_push_token(&self, token: &str) -> Result<()> {
+        self.done(Body::UnregisterPushToken(pb::UnregisterPushToken {
+            token: token.into(),
+        }))
     }
 
     pub fn ping(&self) -> Result<()> {
@@ -500,7 +530,7 @@ pub fn tls_config(ca_pem: &Path) -> Result<Arc<ClientConfig>> {
     Ok(Arc::new(config))
 }
 
-fn unexpected(body: &Body) -> ClientError {
+pub(crate) fn unexpected(body: &Body) -> ClientError {
     ClientError::Protocol(format!("unexpected response {body:?}"))
 }
 

@@ -7,9 +7,11 @@
 
 mod connection;
 mod error;
+mod media;
 mod session;
 
 pub use chat_protocol::pb;
 pub use connection::{tls_config, Connection};
 pub use error::{ClientError, Result};
+pub use media::{sha256, MediaSpec};
 pub use session::{Credentials, Session};

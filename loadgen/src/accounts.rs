@@ -76,6 +76,53 @@ pub fn make_groups(args: &Args, accounts: &[Account]) -> anyhow::Result<Vec<Opti
     Ok(groups)
 }
 
+/// With --media-share, every account uploads one image of --media-size random bytes (a
+/// new file each run) and gets the asset to attach; prints the upload rate.
+pub fn upload_media(args: &Args, accounts: &[Account]) -> anyhow::Result<Vec<Option<pb::Media>>> {
+    if args.media_share == 0.0 {
+        return Ok(vec![None; accounts.len()]);
+    }
+    let spec = chat_client::MediaSpec {
+        kind: pb::MediaKind::Image,
+        mime_type: "image/jpeg".into(),
+        width: 1024,
+        height: 768,
+        ..Default::default()
+    };
+    let started = std::time::Instant::now();
+    let mut media = Vec::with_capacity(accounts.len());
+    let mut data = vec![0u8; args.media_size];
+    // Different bytes per user and per run, so no upload is deduplicated away.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let mut x = (u64::from(std::process::id()) << 32) | u64::from(nanos);
+    for account in accounts {
+        for chunk in data.chunks_mut(8) {
+            // splitmix64
+            x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            let bytes = (z ^ (z >> 31)).to_le_bytes();
+            chunk.copy_from_slice(&bytes[..chunk.len()]);
+        }
+        let conn = Connection::connect(&args.server, &args.ca)?;
+        conn.resume(&account.token)?;
+        media.push(Some(conn.upload(&data, &spec)?));
+    }
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "uploaded {} images of {} KiB in {secs:.2} s ({:.1} MB/s, one connection at a time); \
+         {:.0}% of sends carry one",
+        accounts.len(),
+        args.media_size / 1024,
+        (accounts.len() * args.media_size) as f64 / secs / 1e6,
+        args.media_share * 100.0
+    );
+    Ok(media)
+}
+
 /// One line per account: `server prefix index user_id hex(token)`.
 fn save_tokens(path: &std::path::Path, args: &Args, accounts: &[Account]) -> anyhow::Result<()> {
     let lines: String = accounts

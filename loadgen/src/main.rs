@@ -120,6 +120,14 @@ pub struct Args {
     /// Every connection subscribes to its partner's presence (again after a reconnect)
     #[arg(long)]
     pub watch_presence: bool,
+    /// Fraction of sends that carry an image (1:1 and group alike): every user uploads one
+    /// --media-size image at start-up (the upload rate is printed), and those sends share
+    /// it with a 1 KiB thumbnail, through the server's asset check and grant
+    #[arg(long, default_value_t = 0.0, value_name = "F")]
+    pub media_share: f64,
+    /// Bytes of each user's image for --media-share
+    #[arg(long, default_value_t = 64 * 1024, value_name = "BYTES")]
+    pub media_size: usize,
     /// Busy-poll this many microseconds before a load generator thread sleeps: with a
     /// dedicated core, the server's writes then need no wake-up of a sleeping thread
     #[arg(long, default_value_t = 0, value_name = "US")]
@@ -156,6 +164,14 @@ impl Args {
             (0.0..=1.0).contains(&self.group_share),
             "--group-share must be between 0 and 1"
         );
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&self.media_share),
+            "--media-share must be between 0 and 1"
+        );
+        anyhow::ensure!(
+            (1..=16 << 20).contains(&self.media_size),
+            "--media-size must be between 1 B and 16 MiB (the server's default limit)"
+        );
         // Checks that --ramp, --warmup and --duration are usable durations.
         schedule::Phases::from_args(self)?;
         Ok(())
@@ -180,6 +196,7 @@ fn run(args: Args) -> anyhow::Result<bool> {
     eprintln!("preparing {} accounts...", args.users);
     let users = accounts::prepare(&args)?;
     let groups = accounts::make_groups(&args, &users)?;
+    let media = accounts::upload_media(&args, &users)?;
     eprintln!(
         "offering {:.0} msg/s for {}{:.0}+{:.0} s (warm-up+measured) over {} connections on {} \
          thread(s)",
@@ -195,7 +212,7 @@ fn run(args: Args) -> anyhow::Result<bool> {
         args.threads
     );
     if !args.max {
-        let summary = measure(&args, users, &groups)?;
+        let summary = measure(&args, users, &groups, &media)?;
         write_outputs(&args, &summary, None)?;
         return Ok(summary.clean());
     }
@@ -204,7 +221,7 @@ fn run(args: Args) -> anyhow::Result<bool> {
     let mut knee: Option<report::Summary> = None;
     loop {
         eprintln!("--max: trying {:.0} msg/s", step_args.rate);
-        let summary = measure(&step_args, users.clone(), &groups)?;
+        let summary = measure(&step_args, users.clone(), &groups, &media)?;
         let passed = summary.clean() && summary.delivery_p99_ms() <= args.p99_bound_ms;
         if !passed {
             println!(
@@ -271,10 +288,11 @@ fn measure(
     args: &Args,
     users: Vec<accounts::Account>,
     groups: &[Option<accounts::Group>],
+    media: &[Option<chat_client::pb::Media>],
 ) -> anyhow::Result<report::Summary> {
     let cpu_before = report::process_cpu();
     let wall = std::time::Instant::now();
-    let results = shard::run_all(args, users, groups)?;
+    let results = shard::run_all(args, users, groups, media)?;
     let cpu = report::process_cpu().saturating_sub(cpu_before);
     let summary = report::Summary::new(
         args,

@@ -117,6 +117,7 @@ pub fn run_all(
     args: &Args,
     accounts: Vec<Account>,
     groups: &[Option<Group>],
+    media: &[Option<pb::Media>],
 ) -> anyhow::Result<Vec<ThreadResult>> {
     let tls = chat_client::tls_config(&args.ca)?;
     let phases = Phases::from_args(args)?;
@@ -132,6 +133,7 @@ pub fn run_all(
         phases,
         peer_ids: Arc::new(accounts.iter().map(|a| a.user_id).collect()),
         groups: Arc::new(groups.to_vec()),
+        media: Arc::new(media.to_vec()),
         barrier: Arc::new(Barrier::new(args.threads)),
         progress: Arc::new(Progress::new(phases)),
     };
@@ -181,6 +183,8 @@ struct Shared {
     phases: Phases,
     peer_ids: Arc<Vec<u64>>,
     groups: Arc<Vec<Option<Group>>>,
+    /// Each account's image for --media-share, by account index.
+    media: Arc<Vec<Option<pb::Media>>>,
     barrier: Arc<Barrier>,
     progress: Arc<Progress>,
 }
@@ -266,6 +270,7 @@ struct Sender {
     group: Option<Group>,
     group_counter: u64,
     sends: u64,
+    media: Option<pb::Media>,
     out: Rc<Out>,
 }
 
@@ -283,6 +288,7 @@ async fn run_thread(
         phases,
         peer_ids,
         groups,
+        media,
         barrier,
         progress,
     } = shared;
@@ -328,6 +334,7 @@ async fn run_thread(
             group: groups.get(account.index).copied().flatten(),
             group_counter: 0,
             sends: 0,
+            media: media.get(account.index).cloned().flatten(),
             token: account.token.clone(),
             out,
         });
@@ -375,6 +382,13 @@ async fn run_thread(
     } else {
         u64::MAX
     };
+    // Every n-th send carries the sender's image: --media-share, spread evenly.
+    let media_every = if args.media_share > 0.0 {
+        (1.0 / args.media_share).round().max(1.0) as u64
+    } else {
+        u64::MAX
+    };
+    let thumbnail = bytes::Bytes::from(vec![0x5a; 1024]);
     let mut k: u64 = 0;
     let mut next_sender = 0;
     loop {
@@ -417,13 +431,27 @@ async fn run_thread(
             let pending_at = (due, actual, stream, fanout);
             let client_msg_id = (u64::from(state.run) << 32) | counter;
             let text = wire::encode(stamp, sizes.next_size());
+            // The send names the asset; the server fills in the rest of the media.
+            let media = s
+                .media
+                .as_ref()
+                .filter(|_| s.sends % media_every == 0)
+                .map(|m| {
+                    Box::new(pb::Media {
+                        asset_id: m.asset_id.clone(),
+                        thumbnail: thumbnail.clone(),
+                        ..Default::default()
+                    })
+                });
             let body = match group {
                 Some(g) => Body::SendGroupMessage(pb::SendGroupMessage {
+                    media,
                     group_id: g.id,
                     client_msg_id,
                     text,
                 }),
                 None => Body::SendMessage(pb::SendMessage {
+                    media,
                     to_user_id: s.to,
                     client_msg_id,
                     text,

@@ -34,6 +34,117 @@ pub struct Config {
     /// shard on a dedicated core then sees new data without a wake-up (as Seastar always
     /// does). 0 = sleep at once, the right choice when cores are shared.
     pub spin_before_park_us: u64,
+    /// Uploads of images, voice notes and files (`[media]`).
+    pub media: MediaConfig,
+    /// Notifications for offline users through a push gateway (`[push]`).
+    pub push: PushConfig,
+}
+
+/// `[media]`: what may be uploaded.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MediaConfig {
+    /// Largest file one upload may declare, in bytes.
+    pub max_asset_bytes: u64,
+    /// Largest data of one UploadChunk, and of one AssetData answering a FetchAsset.
+    pub max_chunk_bytes: usize,
+    /// Mime types that may be uploaded (lowercase, exact match).
+    pub allowed_mime_types: Vec<String>,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        let types = [
+            "image/jpeg",
+            "image/png",
+            "image/gif",
+            "image/webp",
+            "image/heic",
+            "audio/ogg",
+            "audio/opus",
+            "audio/mpeg",
+            "audio/mp4",
+            "audio/aac",
+            "audio/webm",
+            "video/mp4",
+            "application/pdf",
+            "application/octet-stream",
+            "text/plain",
+        ];
+        Self {
+            max_asset_bytes: 16 << 20,
+            max_chunk_bytes: 256 << 10,
+            allowed_mime_types: types.iter().map(|t| t.to_string()).collect(),
+        }
+    }
+}
+
+/// `[push]`: the push gateway that announces messages to users with no online session.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PushConfig {
+    /// `http://host:port/path` of the gateway; unset = no notifications (no jobs are
+    /// written). Plain HTTP only: reach a TLS gateway through a local TLS-terminating
+    /// sidecar.
+    pub gateway_url: Option<String>,
+    /// How long a shard gathers jobs before sending, so a burst becomes one notification
+    /// per user.
+    pub coalesce_ms: u64,
+    /// Most jobs a shard's outbox holds; further ones are dropped and counted.
+    pub max_queued: u64,
+    /// Attempts per notification before its jobs are dropped and counted.
+    pub max_attempts: u32,
+    /// Wait before the first retry; doubles per attempt up to 60 s.
+    pub retry_initial_ms: u64,
+    /// Most requests one shard has open to the gateway at once.
+    pub max_in_flight: usize,
+    /// Limit on one request, from connecting to the end of the response.
+    pub timeout_ms: u64,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        Self {
+            gateway_url: None,
+            coalesce_ms: 1000,
+            max_queued: 100_000,
+            max_attempts: 8,
+            retry_initial_ms: 1000,
+            max_in_flight: 32,
+            timeout_ms: 10_000,
+        }
+    }
+}
+
+impl PushConfig {
+    fn validate(&self) -> anyhow::Result<()> {
+        if let Some(url) = &self.gateway_url {
+            crate::push::http::Endpoint::parse(url)
+                .map_err(|e| anyhow::anyhow!("push.gateway_url {url:?}: {e}"))?;
+        }
+        anyhow::ensure!(
+            self.coalesce_ms <= 60_000,
+            "push.coalesce_ms must be at most 60000 (1 min)"
+        );
+        anyhow::ensure!(self.max_queued > 0, "push.max_queued must be positive");
+        anyhow::ensure!(
+            (1..=100).contains(&self.max_attempts),
+            "push.max_attempts must be between 1 and 100"
+        );
+        anyhow::ensure!(
+            (1..=60_000).contains(&self.retry_initial_ms),
+            "push.retry_initial_ms must be between 1 and 60000"
+        );
+        anyhow::ensure!(
+            (1..=1024).contains(&self.max_in_flight),
+            "push.max_in_flight must be between 1 and 1024"
+        );
+        anyhow::ensure!(
+            (1..=300_000).contains(&self.timeout_ms),
+            "push.timeout_ms must be between 1 and 300000 (5 min)"
+        );
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -58,6 +169,8 @@ impl Default for Config {
             durability: DurabilityMode::Wal,
             max_group_members: 1024,
             spin_before_park_us: 0,
+            media: MediaConfig::default(),
+            push: PushConfig::default(),
         }
     }
 }
@@ -113,6 +226,23 @@ impl Config {
             self.spin_before_park_us <= 1_000_000,
             "spin_before_park_us must be at most 1000000 (1 s)"
         );
+        anyhow::ensure!(
+            self.media.max_asset_bytes > 0 && self.media.max_asset_bytes <= 4 << 30,
+            "media.max_asset_bytes must be between 1 B and 4 GiB"
+        );
+        anyhow::ensure!(
+            self.media.max_chunk_bytes >= 1024
+                && self.media.max_chunk_bytes + 1024 <= self.max_frame_bytes,
+            "media.max_chunk_bytes must be at least 1 KiB and at least 1 KiB below max_frame_bytes"
+        );
+        anyhow::ensure!(
+            self.media
+                .allowed_mime_types
+                .iter()
+                .all(|t| t.contains('/') && *t == t.trim().to_ascii_lowercase()),
+            "media.allowed_mime_types must be lowercase type/subtype strings"
+        );
+        self.push.validate()?;
         Ok(())
     }
 }

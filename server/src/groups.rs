@@ -395,12 +395,16 @@ pub fn deliver(shard: &Rc<Shard>, from: usize, entry: pb::Event, members: Vec<u6
         return;
     };
     match shard.store.stage_group_delivery(&entry, &members) {
-        Ok(delivered) => shard.after_commit(AfterCommit::GroupDelivery {
-            from,
-            group_id,
-            seq: entry.seq,
-            delivered,
-        }),
+        Ok(delivered) => {
+            // In the same batch as the entry: notifications for offline members.
+            crate::push::stage_for_group_entry(shard, &entry, &delivered);
+            shard.after_commit(AfterCommit::GroupDelivery {
+                from,
+                group_id,
+                seq: entry.seq,
+                delivered,
+            })
+        }
         // Not confirmed: the group's shard hands it out again after its next restart.
         Err(e) => tracing::error!(shard = shard.id, "storing group entry: {e}"),
     }

@@ -76,6 +76,7 @@ pub enum Request {
     SetSettings {
         read_receipts: Option<bool>,
         presence_visibility: Option<pb::PresenceVisibility>,
+        push_previews: Option<bool>,
     },
     SubscribePresence {
         user_ids: Vec<u64>,
@@ -87,6 +88,67 @@ pub enum Request {
         with: Conversation,
         typing: bool,
     },
+    UploadStart(UploadSpec),
+    UploadChunk {
+        upload_id: [u8; ID_BYTES],
+        offset: u64,
+        data: bytes::Bytes,
+    },
+    UploadFinish {
+        upload_id: [u8; ID_BYTES],
+    },
+    FetchAsset(Fetch),
+    RegisterPushToken {
+        platform: pb::PushPlatform,
+        token: String,
+    },
+    UnregisterPushToken {
+        token: String,
+    },
+}
+
+/// Length of upload and asset ids.
+pub const ID_BYTES: usize = 16;
+/// Largest thumbnail a media message may carry.
+pub const MAX_THUMBNAIL_BYTES: usize = 16 * 1024;
+/// Longest file name of an upload, in bytes.
+pub const MAX_FILE_NAME_BYTES: usize = 255;
+/// Longest push token, in bytes.
+pub const MAX_PUSH_TOKEN_BYTES: usize = 4096;
+
+/// What UploadStart declares about the file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UploadSpec {
+    pub size: u64,
+    pub mime_type: String,
+    pub sha256: [u8; 32],
+    pub kind: pb::MediaKind,
+    pub duration_ms: u32,
+    pub width: u32,
+    pub height: u32,
+    pub file_name: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fetch {
+    pub asset_id: [u8; ID_BYTES],
+    pub offset: u64,
+    /// 0 = as much as one response carries.
+    pub length: u32,
+    /// The group the asset was seen in.
+    pub group: Option<u64>,
+    /// The group's shard has confirmed the caller is a member of `group`.
+    pub member_checked: bool,
+}
+
+/// Media attached to a send: the asset and the sender's thumbnail. Everything else about
+/// the media comes from the asset's shard, which checks that the sender may share the
+/// asset and fills in `media` before the send goes on to be stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attachment {
+    pub asset_id: [u8; ID_BYTES],
+    pub thumbnail: bytes::Bytes,
+    pub media: Option<pb::Media>,
 }
 
 /// The other side of a conversation.
@@ -101,6 +163,7 @@ pub struct SendGroup {
     pub group_id: u64,
     pub client_msg_id: u64,
     pub text: String,
+    pub media: Option<Attachment>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -108,6 +171,7 @@ pub struct Send {
     pub to_user_id: u64,
     pub client_msg_id: u64,
     pub text: String,
+    pub media: Option<Attachment>,
 }
 
 /// A request that failed validation: the code and message the client gets.
@@ -194,6 +258,7 @@ impl Request {
                             .map_err(|_| invalid("unknown presence_visibility"))?,
                     ),
                 },
+                push_previews: s.push_previews,
             },
             Body::SubscribePresence(s) => Request::SubscribePresence {
                 user_ids: presence_users(s.user_ids)?,
@@ -205,11 +270,48 @@ impl Request {
                 with: conversation(t.to_user_id, t.group_id)?,
                 typing: t.typing,
             },
-            Body::SendGroupMessage(m) => Request::SendGroup(SendGroup {
-                group_id: group_id(m.group_id)?,
-                client_msg_id: m.client_msg_id,
-                text: text(m.text, m.client_msg_id, max_text_bytes)?,
+            Body::SendGroupMessage(m) => {
+                let media = attachment(m.media)?;
+                Request::SendGroup(SendGroup {
+                    group_id: group_id(m.group_id)?,
+                    client_msg_id: m.client_msg_id,
+                    text: text(m.text, m.client_msg_id, max_text_bytes, media.is_some())?,
+                    media,
+                })
+            }
+            Body::UploadStart(u) => Request::UploadStart(upload_spec(u)?),
+            Body::UploadChunk(c) => {
+                if c.data.is_empty() {
+                    return Err(invalid("chunk data is empty"));
+                }
+                Request::UploadChunk {
+                    upload_id: id_bytes(&c.upload_id, "upload_id")?,
+                    offset: c.offset,
+                    data: c.data,
+                }
+            }
+            Body::UploadFinish(f) => Request::UploadFinish {
+                upload_id: id_bytes(&f.upload_id, "upload_id")?,
+            },
+            Body::FetchAsset(f) => Request::FetchAsset(Fetch {
+                asset_id: id_bytes(&f.asset_id, "asset_id")?,
+                offset: f.offset,
+                length: f.length,
+                group: (f.group_id != 0).then_some(f.group_id),
+                member_checked: false,
             }),
+            Body::RegisterPushToken(r) => Request::RegisterPushToken {
+                platform: match pb::PushPlatform::try_from(r.platform) {
+                    Ok(pb::PushPlatform::Unspecified) | Err(_) => {
+                        return Err(invalid("platform must be APNS, FCM or WEB"))
+                    }
+                    Ok(p) => p,
+                },
+                token: push_token(r.token)?,
+            },
+            Body::UnregisterPushToken(u) => Request::UnregisterPushToken {
+                token: push_token(u.token)?,
+            },
             other => {
                 return Err(Rejected(
                     ErrorCode::UnexpectedMessage,
@@ -261,7 +363,8 @@ fn password(pw: String) -> Result<String, Rejected> {
 }
 
 fn send(m: pb::SendMessage, max_text_bytes: usize) -> Result<Send, Rejected> {
-    let text = text(m.text, m.client_msg_id, max_text_bytes)?;
+    let media = attachment(m.media)?;
+    let text = text(m.text, m.client_msg_id, max_text_bytes, media.is_some())?;
     if m.to_user_id == 0 {
         return Err(invalid("to_user_id must be nonzero"));
     }
@@ -269,12 +372,19 @@ fn send(m: pb::SendMessage, max_text_bytes: usize) -> Result<Send, Rejected> {
         to_user_id: m.to_user_id,
         client_msg_id: m.client_msg_id,
         text,
+        media,
     })
 }
 
-/// A message's text and client_msg_id, as every send checks them.
-fn text(text: String, client_msg_id: u64, max_text_bytes: usize) -> Result<String, Rejected> {
-    if text.is_empty() {
+/// A message's text and client_msg_id, as every send checks them. With media the text is
+/// a caption and may be empty.
+fn text(
+    text: String,
+    client_msg_id: u64,
+    max_text_bytes: usize,
+    has_media: bool,
+) -> Result<String, Rejected> {
+    if text.is_empty() && !has_media {
         return Err(invalid("text is empty"));
     }
     if text.len() > max_text_bytes {
@@ -290,6 +400,70 @@ fn text(text: String, client_msg_id: u64, max_text_bytes: usize) -> Result<Strin
         return Err(invalid("client_msg_id must be nonzero"));
     }
     Ok(text)
+}
+
+/// The media of a send: only the asset id and the thumbnail are the sender's to choose.
+fn attachment(media: Option<Box<pb::Media>>) -> Result<Option<Attachment>, Rejected> {
+    let Some(media) = media else {
+        return Ok(None);
+    };
+    let asset_id = id_bytes(&media.asset_id, "media.asset_id")?;
+    if media.thumbnail.len() > MAX_THUMBNAIL_BYTES {
+        return Err(invalid(&format!(
+            "thumbnail is {} bytes; the limit is {MAX_THUMBNAIL_BYTES}",
+            media.thumbnail.len()
+        )));
+    }
+    Ok(Some(Attachment {
+        asset_id,
+        thumbnail: media.thumbnail,
+        media: None,
+    }))
+}
+
+fn upload_spec(u: pb::UploadStart) -> Result<UploadSpec, Rejected> {
+    if u.size == 0 {
+        return Err(invalid("size must be nonzero"));
+    }
+    let sha256: [u8; 32] = u.sha256[..]
+        .try_into()
+        .map_err(|_| invalid("sha256 must be 32 bytes"))?;
+    let kind = match pb::MediaKind::try_from(u.kind) {
+        Ok(pb::MediaKind::Unspecified) | Err(_) => {
+            return Err(invalid("kind must be IMAGE, VOICE or FILE"))
+        }
+        Ok(k) => k,
+    };
+    if u.file_name.len() > MAX_FILE_NAME_BYTES || u.file_name.contains(['/', '\\', '\0']) {
+        return Err(invalid(&format!(
+            "file_name must be at most {MAX_FILE_NAME_BYTES} bytes without '/', '\\' or NUL"
+        )));
+    }
+    Ok(UploadSpec {
+        size: u.size,
+        mime_type: u.mime_type.trim().to_ascii_lowercase(),
+        sha256,
+        kind,
+        duration_ms: u.duration_ms,
+        width: u.width,
+        height: u.height,
+        file_name: u.file_name,
+    })
+}
+
+fn id_bytes(bytes: &[u8], what: &str) -> Result<[u8; ID_BYTES], Rejected> {
+    bytes
+        .try_into()
+        .map_err(|_| invalid(&format!("{what} must be {ID_BYTES} bytes")))
+}
+
+fn push_token(token: String) -> Result<String, Rejected> {
+    if token.is_empty() || token.len() > MAX_PUSH_TOKEN_BYTES {
+        return Err(invalid(&format!(
+            "token must be 1-{MAX_PUSH_TOKEN_BYTES} bytes"
+        )));
+    }
+    Ok(token)
 }
 
 fn presence_users(ids: Vec<u64>) -> Result<Vec<u64>, Rejected> {
@@ -358,6 +532,9 @@ fn body_name(body: &Body) -> &'static str {
         Body::PresenceSnapshot(_) => "PresenceSnapshot",
         Body::PresenceUpdate(_) => "PresenceUpdate",
         Body::TypingUpdate(_) => "TypingUpdate",
+        Body::UploadStatus(_) => "UploadStatus",
+        Body::AssetReady(_) => "AssetReady",
+        Body::AssetData(_) => "AssetData",
         _ => "request",
     }
 }
@@ -371,6 +548,7 @@ mod tests {
             to_user_id: 2,
             client_msg_id: id,
             text: text.into(),
+            media: None,
         })
     }
 

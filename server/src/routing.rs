@@ -11,6 +11,14 @@ pub fn shard_of_group(group_id: u64, shards: usize) -> usize {
     (mix64(group_id) % shards as u64) as usize
 }
 
+/// The shard that owns an asset (its record, grants and bytes): the uploader's shard,
+/// because asset ids are drawn until this lands there.
+pub fn shard_of_asset(asset_id: &[u8; 16], shards: usize) -> usize {
+    let mut head = [0u8; 8];
+    head.copy_from_slice(&asset_id[..8]);
+    (mix64(u64::from_be_bytes(head)) % shards as u64) as usize
+}
+
 /// The shard that owns a (normalized) username. Registration picks a user id that lives on
 /// this same shard, so a login touches one shard.
 pub fn shard_of_username(username: &str, shards: usize) -> usize {

@@ -50,6 +50,16 @@ pub async fn yield_now() {
     glommio::yield_if_needed().await;
 }
 
+/// Opens a TCP connection without blocking the shard (the push gateway client).
+pub async fn connect_tcp(
+    addr: SocketAddr,
+) -> std::io::Result<impl futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin> {
+    let stream = glommio::net::TcpStream::connect(addr).await?;
+    // Requests are written in one go and answered once: no Nagle delay.
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
 /// A running server. Dropping it without [`ServerHandle::shutdown`] leaves it running
 /// until the process exits.
 pub struct ServerHandle {
@@ -144,6 +154,8 @@ pub fn start(config: Config) -> anyhow::Result<ServerHandle> {
         max_frame_bytes: config.max_frame_bytes,
         max_text_bytes: config.max_text_bytes,
         max_group_members: config.max_group_members,
+        media: config.media.clone(),
+        push: config.push.clone(),
     };
     let durability = match config.durability {
         DurabilityMode::Wal => Durability::Wal,
@@ -177,7 +189,7 @@ pub fn start(config: Config) -> anyhow::Result<ServerHandle> {
             from_peers,
             tls: TlsAcceptor::from(tls.clone()),
             store,
-            limits,
+            limits: limits.clone(),
             stop: stop.clone(),
             ready: ready_tx.clone(),
         };
@@ -330,6 +342,10 @@ async fn run_shard(seed: ShardSeed) {
     }));
     // Group entries some member shard had not confirmed before the last stop.
     shard.groups.resume_fanouts(&shard);
+    // Push notifications, including jobs left in the outbox by the last run.
+    services.push(glommio::spawn_local(crate::push::run_dispatcher(
+        shard.clone(),
+    )));
     let _ = seed.ready.send(Ok(()));
 
     while !seed.stop.load(Ordering::SeqCst) {

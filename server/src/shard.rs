@@ -23,7 +23,9 @@ use crate::cmd;
 use crate::groups::{self, Groups};
 use crate::presence::PresenceHub;
 use crate::request::{Conversation, Request};
-use crate::routing::{shard_of_group, shard_of_user, shard_of_username, users_by_shard};
+use crate::routing::{
+    shard_of_asset, shard_of_group, shard_of_user, shard_of_username, users_by_shard,
+};
 use crate::signal::{OutQueue, Signal};
 
 /// A connection, named by the shard it lives on and its id there.
@@ -145,6 +147,8 @@ pub enum AfterCommit {
     },
     /// An answer to send once staged writes are durable.
     Answer { reply: Reply, body: Body },
+    /// A message for a shard (a request's next step) once staged writes are durable.
+    Dispatch { dest: usize, msg: Box<ShardMsg> },
     /// An event appended to a user's inbox, to push once durable.
     Appended { user: u64, event: pb::Event },
     /// On a member shard: a group entry stored for local members (seq is the group seq).
@@ -157,11 +161,13 @@ pub enum AfterCommit {
 }
 
 /// Limits applied to client input.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Limits {
     pub max_frame_bytes: usize,
     pub max_text_bytes: usize,
     pub max_group_members: usize,
+    pub media: crate::config::MediaConfig,
+    pub push: crate::config::PushConfig,
 }
 
 /// A connection accepted on this shard.
@@ -214,13 +220,17 @@ pub struct Shard {
     after_commit: RefCell<Vec<AfterCommit>>,
     commit_ready: Signal,
     pub groups: Groups,
+    pub uploads: crate::media::Uploads,
     pub presence: Rc<PresenceHub>,
+    /// Push notifications: settings, the dispatcher's wake-up, counters (`crate::push`).
+    pub push: Rc<crate::push::Push>,
     /// Decrypted bytes pass through here on their way to a connection's frame buffer.
     pub read_buf: RefCell<Vec<u8>>,
 }
 
 impl Shard {
     pub fn new(id: usize, shards: usize, store: Store, limits: Limits) -> Self {
+        let push = Rc::new(crate::push::Push::new(id, &limits.push));
         Self {
             id,
             shards,
@@ -236,7 +246,9 @@ impl Shard {
             after_commit: RefCell::default(),
             commit_ready: Signal::default(),
             groups: Groups::default(),
+            uploads: Default::default(),
             presence: Rc::default(),
+            push,
             read_buf: RefCell::new(vec![0; crate::conn::READ_CHUNK]),
         }
     }
@@ -365,8 +377,9 @@ impl Shard {
                 "group commit of {} sends failed: {e}",
                 work.len()
             );
-            // Cached groups may hold changes that did not reach the disk.
+            // Cached groups and uploads may hold changes that did not reach the disk.
             self.groups.forget_cached();
+            self.uploads.forget_cached();
             for item in work {
                 match item {
                     AfterCommit::StoredForRecipient { reply, .. }
@@ -374,6 +387,11 @@ impl Shard {
                     | AfterCommit::Answer { reply, .. }
                     | AfterCommit::GroupEntry { reply, .. } => {
                         self.fail(reply, ErrorCode::Internal, "internal server error")
+                    }
+                    AfterCommit::Dispatch { msg, .. } => {
+                        if let ShardMsg::Request { reply, .. } = *msg {
+                            self.fail(reply, ErrorCode::Internal, "internal server error")
+                        }
                     }
                     // Unconfirmed: the group's shard hands the entry out again on restart.
                     // A lost receipt is superseded by the next one (they are cumulative).
@@ -395,6 +413,7 @@ impl Shard {
                     duplicate,
                 } => cmd::send::durable_for_sender(self, reply, &msg, duplicate),
                 AfterCommit::Answer { reply, body } => self.respond(reply, body),
+                AfterCommit::Dispatch { dest, msg } => self.dispatch(dest, *msg),
                 AfterCommit::Appended { user, event } => self.on_appended(user, &event),
                 AfterCommit::GroupEntry {
                     reply,
@@ -572,7 +591,20 @@ impl Shard {
             }
             (Request::Lookup { username }, Some(_)) => shard_of_username(username, self.shards),
             (Request::GetUser { user_id }, Some(_)) => shard_of_user(*user_id, self.shards),
-            (Request::Send(send), Some(_)) => shard_of_user(send.to_user_id, self.shards),
+            // Media is checked and shared on the asset's shard first (`cmd::share_media`).
+            (Request::Send(send), Some(_)) => match &send.media {
+                Some(a) if a.media.is_none() => shard_of_asset(&a.asset_id, self.shards),
+                _ => shard_of_user(send.to_user_id, self.shards),
+            },
+            (Request::SendGroup(send), Some(_)) => match &send.media {
+                Some(a) if a.media.is_none() => shard_of_asset(&a.asset_id, self.shards),
+                _ => shard_of_group(send.group_id, self.shards),
+            },
+            // Fetching media seen in a group: the group's shard checks membership first.
+            (Request::FetchAsset(fetch), Some(_)) => match fetch.group {
+                Some(group_id) if !fetch.member_checked => shard_of_group(group_id, self.shards),
+                _ => shard_of_asset(&fetch.asset_id, self.shards),
+            },
             (
                 Request::Sync { .. }
                 | Request::Ack { .. }
@@ -582,7 +614,12 @@ impl Shard {
                 }
                 | Request::MarkRead { .. }
                 | Request::SetSettings { .. }
-                | Request::GetPresence { .. },
+                | Request::GetPresence { .. }
+                | Request::UploadStart(_)
+                | Request::UploadChunk { .. }
+                | Request::UploadFinish { .. }
+                | Request::RegisterPushToken { .. }
+                | Request::UnregisterPushToken { .. },
                 Some(me),
             ) => shard_of_user(me, self.shards),
             (Request::SubscribePresence { user_ids }, Some(me)) => {
@@ -604,7 +641,6 @@ impl Shard {
                 | Request::LeaveGroup { group_id }
                 | Request::RenameGroup { group_id, .. }
                 | Request::GetGroup { group_id }
-                | Request::SendGroup(crate::request::SendGroup { group_id, .. })
                 | Request::GetReceipts { group_id, .. }
                 | Request::Typing {
                     with: Conversation::Group(group_id),

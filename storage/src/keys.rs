@@ -65,3 +65,33 @@ pub fn read_marker(reader: u64, group: bool, conversation: u64) -> [u8; 17] {
     k[9..].copy_from_slice(&conversation.to_be_bytes());
     k
 }
+
+/// uploads: owner | upload_id
+pub fn upload(owner: u64, upload_id: &[u8; 16]) -> [u8; 24] {
+    let mut k = [0u8; 24];
+    k[..8].copy_from_slice(&owner.to_be_bytes());
+    k[8..].copy_from_slice(upload_id);
+    k
+}
+
+/// content: content_id | offset of the chunk's first byte
+pub fn content(content_id: &[u8; 16], offset: u64) -> [u8; 24] {
+    let mut k = [0u8; 24];
+    k[..16].copy_from_slice(content_id);
+    k[16..].copy_from_slice(&offset.to_be_bytes());
+    k
+}
+
+/// asset_grants: asset_id | 0 (user) or 1 (group) | user or group id
+pub fn asset_grant(asset_id: &[u8; 16], group: bool, id: u64) -> [u8; 25] {
+    let mut k = [0u8; 25];
+    k[..16].copy_from_slice(asset_id);
+    k[16] = u8::from(group);
+    k[17..].copy_from_slice(&id.to_be_bytes());
+    k
+}
+
+/// push_outbox: job id (ascending in the order jobs were staged)
+pub fn push_job(job_id: u64) -> [u8; ID] {
+    job_id.to_be_bytes()
+}

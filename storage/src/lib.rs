@@ -8,9 +8,11 @@
 //! Writes that belong together (an inbox entry, its history entry and its idempotency record)
 //! go in one `WriteBatch`, so a crash leaves all or none of them.
 
+mod assets;
 mod groups;
 pub mod keys;
 mod presence;
+mod push;
 mod receipts;
 pub mod records;
 
@@ -25,9 +27,11 @@ use rocksdb::{
     IteratorMode, Options, WriteBatch, WriteOptions, DB,
 };
 
+pub use assets::Grantee;
 pub use groups::group_of;
+pub use push::MAX_PUSH_TOKENS;
 pub use receipts::RECEIPT_SCAN_LIMIT;
-pub use records::{GroupMarks, SendRecord, TokenRecord, UserRecord};
+pub use records::{AssetRecord, GroupMarks, SendRecord, TokenRecord, UploadRecord, UserRecord};
 
 const CF_USERS: &str = "users";
 const CF_USERNAMES: &str = "usernames";
@@ -46,7 +50,16 @@ const CF_READ_MARKERS: &str = "read_markers";
 const CF_GROUP_RECEIPTS: &str = "group_receipts";
 const CF_LAST_SEEN: &str = "last_seen";
 const CF_USER_GROUPS: &str = "user_groups";
-const ALL_CFS: [&str; 17] = [
+const CF_UPLOADS: &str = "uploads";
+const CF_CONTENT: &str = "content";
+const CF_CONTENT_BY_SHA: &str = "content_by_sha";
+const CF_ASSETS: &str = "assets";
+const CF_ASSET_GRANTS: &str = "asset_grants";
+const CF_PUSH_TOKENS: &str = "push_tokens";
+const CF_PUSH_OUTBOX: &str = "push_outbox";
+/// Column families whose values are media bytes: kept in blob files (see `assets`).
+const BLOB_CFS: [&str; 1] = [CF_CONTENT];
+const ALL_CFS: [&str; 24] = [
     CF_USERS,
     CF_USERNAMES,
     CF_TOKENS,
@@ -64,6 +77,13 @@ const ALL_CFS: [&str; 17] = [
     CF_GROUP_RECEIPTS,
     CF_LAST_SEEN,
     CF_USER_GROUPS,
+    CF_UPLOADS,
+    CF_CONTENT,
+    CF_CONTENT_BY_SHA,
+    CF_ASSETS,
+    CF_ASSET_GRANTS,
+    CF_PUSH_TOKENS,
+    CF_PUSH_OUTBOX,
 ];
 
 /// Errors from the storage layer.
@@ -129,6 +149,8 @@ pub struct Store {
     staged_group_sends: RefCell<HashMap<[u8; 24], SendRecord>>,
     /// Cache of each group's last (group seq, timestamp).
     group_heads: RefCell<HashMap<u64, (u64, u64)>>,
+    /// Next push job id and the outbox's length.
+    push_outbox: push::OutboxState,
 }
 
 impl std::fmt::Debug for Store {
@@ -155,6 +177,14 @@ impl Store {
             let mut table = BlockBasedOptions::default();
             table.set_bloom_filter(10.0, false);
             cf.set_block_based_table_factory(&table);
+            if BLOB_CFS.contains(name) {
+                // Media is already compressed; blob files keep it out of compactions, and
+                // blob GC reclaims the space of deleted uploads.
+                cf.set_enable_blob_files(true);
+                cf.set_min_blob_size(1024);
+                cf.set_blob_compression_type(DBCompressionType::None);
+                cf.set_enable_blob_gc(true);
+            }
             ColumnFamilyDescriptor::new(*name, cf)
         });
         let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
@@ -171,6 +201,7 @@ impl Store {
             heads: RefCell::new(HashMap::new()),
             staged_group_sends: RefCell::default(),
             group_heads: RefCell::default(),
+            push_outbox: push::OutboxState::default(),
         })
     }
 
@@ -451,6 +482,7 @@ impl Store {
         if written.is_err() {
             self.heads.borrow_mut().clear();
             self.group_heads.borrow_mut().clear();
+            self.push_outbox.forget_staged();
         }
         written
     }

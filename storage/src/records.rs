@@ -18,6 +18,9 @@ pub struct UserRecord {
     /// `pb::PresenceVisibility`: who may see the user's presence.
     #[prost(int32, tag = "6")]
     pub presence_visibility: i32,
+    /// Push notifications for the user carry no message text.
+    #[prost(bool, tag = "7")]
+    pub push_previews_off: bool,
 }
 
 /// Column family `tokens`, key sha256(token).
@@ -67,4 +70,86 @@ pub struct GroupMarks {
     pub delivered: u64,
     #[prost(uint64, tag = "2")]
     pub read: u64,
+}
+
+/// Column family `uploads`, key owner | upload_id: an upload in progress. Its bytes so far
+/// are in `content` under the upload id.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct UploadRecord {
+    #[prost(bytes = "vec", tag = "1")]
+    pub upload_id: Vec<u8>,
+    #[prost(uint64, tag = "2")]
+    pub owner: u64,
+    /// What UploadStart declared (size, mime type, sha256, kind, duration, dimensions,
+    /// file name); no asset id yet.
+    #[prost(message, optional, tag = "3")]
+    pub media: Option<chat_protocol::pb::Media>,
+    /// Bytes stored so far.
+    #[prost(uint64, tag = "4")]
+    pub received: u64,
+    #[prost(uint64, tag = "5")]
+    pub created_us: u64,
+}
+
+/// Column family `assets`, key asset_id: a finished upload.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AssetRecord {
+    #[prost(uint64, tag = "1")]
+    pub owner: u64,
+    /// The media as messages carry it (without a thumbnail).
+    #[prost(message, optional, tag = "2")]
+    pub media: Option<chat_protocol::pb::Media>,
+    /// Where the bytes are in `content`: the id of the first upload of these bytes.
+    #[prost(bytes = "vec", tag = "3")]
+    pub content_id: Vec<u8>,
+    #[prost(uint64, tag = "4")]
+    pub created_us: u64,
+}
+
+/// Column family `push_tokens`, key user_id: the user's devices for push notifications,
+/// oldest first.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PushTokens {
+    #[prost(message, repeated, tag = "1")]
+    pub devices: Vec<PushDevice>,
+}
+
+/// One device's push token.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PushDevice {
+    /// `pb::PushPlatform`.
+    #[prost(int32, tag = "1")]
+    pub platform: i32,
+    #[prost(string, tag = "2")]
+    pub token: String,
+    #[prost(uint64, tag = "3")]
+    pub created_us: u64,
+}
+
+/// Column family `push_outbox`, key job id: a message stored for a user with no online
+/// session, to announce to the push gateway.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PushJob {
+    /// The recipient.
+    #[prost(uint64, tag = "1")]
+    pub user: u64,
+    #[prost(uint64, tag = "2")]
+    pub sender: u64,
+    /// The sender (1:1) or the group.
+    #[prost(uint64, tag = "3")]
+    pub conversation: u64,
+    #[prost(bool, tag = "4")]
+    pub group: bool,
+    /// 1:1: the seq in the recipient's inbox; group: the group seq (what MarkRead takes).
+    #[prost(uint64, tag = "5")]
+    pub seq: u64,
+    #[prost(uint64, tag = "6")]
+    pub timestamp_us: u64,
+    /// The start of the text; `None` when the recipient turned previews off, so the text
+    /// is never stored here.
+    #[prost(string, optional, tag = "7")]
+    pub preview: Option<String>,
+    /// `pb::MediaKind` of a media message, 0 for text.
+    #[prost(int32, tag = "8")]
+    pub media_kind: i32,
 }

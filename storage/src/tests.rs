@@ -17,6 +17,7 @@ fn msg(from: u64, to: u64, client_msg_id: u64, ts: u64, text: &str) -> pb::Messa
         timestamp_us: ts,
         text: text.into(),
         group_id: 0,
+        media: None,
     }
 }
 
@@ -28,6 +29,7 @@ fn user(id: u64, name: &str) -> UserRecord {
         created_us: 1,
         read_receipts_off: false,
         presence_visibility: 0,
+        push_previews_off: false,
     }
 }
 

@@ -11,6 +11,7 @@ fn send(request_id: u64, text: &str) -> Envelope {
     crate::envelope(
         request_id,
         Body::SendMessage(pb::SendMessage {
+            media: None,
             to_user_id: 7,
             client_msg_id: 9,
             text: text.into(),
@@ -115,6 +116,7 @@ fn arb_body() -> impl Strategy<Value = Body> {
             .prop_map(|(username, password)| Body::Register(pb::Register { username, password })),
         (any::<u64>(), any::<u64>(), any::<String>()).prop_map(|(to, id, text)| {
             Body::SendMessage(pb::SendMessage {
+                media: None,
                 to_user_id: to,
                 client_msg_id: id,
                 text,
@@ -126,6 +128,7 @@ fn arb_body() -> impl Strategy<Value = Body> {
             |(seq, from, ts, text)| Body::Event(pb::Event {
                 seq,
                 kind: Some(pb::event::Kind::Message(pb::Message {
+                    media: None,
                     from_user_id: from,
                     to_user_id: 1,
                     client_msg_id: 2,

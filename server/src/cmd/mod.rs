@@ -9,6 +9,7 @@ use crate::shard::{Reply, Shard};
 pub mod ack;
 pub mod add_members;
 pub mod create_group;
+pub mod fetch_asset;
 pub mod get_group;
 pub mod get_presence;
 pub mod get_receipts;
@@ -19,15 +20,21 @@ pub mod login;
 pub mod lookup;
 pub mod mark_read;
 pub mod register;
+pub mod register_push_token;
 pub mod remove_member;
 pub mod rename_group;
 pub mod resume;
 pub mod send;
 pub mod send_group;
 pub mod set_settings;
+pub mod share_media;
 pub mod subscribe_presence;
 pub mod sync;
 pub mod typing;
+pub mod unregister_push_token;
+pub mod upload_chunk;
+pub mod upload_finish;
+pub mod upload_start;
 
 pub fn execute(shard: &Rc<Shard>, reply: Reply, user: Option<u64>, req: Request) {
     match (req, user) {
@@ -38,6 +45,17 @@ pub fn execute(shard: &Rc<Shard>, reply: Reply, user: Option<u64>, req: Request)
         (Request::Resume { token }, _) => resume::run(shard, reply, &token),
         (Request::Lookup { username }, Some(_)) => lookup::run(shard, reply, &username),
         (Request::GetUser { user_id }, Some(_)) => get_user::run(shard, reply, user_id),
+        // Media is checked and shared on the asset's shard before the send is stored.
+        (Request::Send(send), Some(me))
+            if send.media.as_ref().is_some_and(|a| a.media.is_none()) =>
+        {
+            share_media::run(shard, reply, me, Request::Send(send))
+        }
+        (Request::SendGroup(send), Some(me))
+            if send.media.as_ref().is_some_and(|a| a.media.is_none()) =>
+        {
+            share_media::run(shard, reply, me, Request::SendGroup(send))
+        }
         (Request::Send(send), Some(me)) => send::run(shard, reply, me, send),
         (Request::Sync { after_seq }, Some(me)) => sync::run(shard, reply, me, after_seq),
         (Request::Ack { up_to_seq }, Some(me)) => ack::run(shard, reply, me, up_to_seq),
@@ -76,9 +94,17 @@ pub fn execute(shard: &Rc<Shard>, reply: Reply, user: Option<u64>, req: Request)
             Request::SetSettings {
                 read_receipts,
                 presence_visibility,
+                push_previews,
             },
             Some(me),
-        ) => set_settings::run(shard, reply, me, read_receipts, presence_visibility),
+        ) => set_settings::run(
+            shard,
+            reply,
+            me,
+            read_receipts,
+            presence_visibility,
+            push_previews,
+        ),
         (Request::SubscribePresence { user_ids }, Some(me)) => {
             subscribe_presence::run(shard, reply, me, user_ids)
         }
@@ -86,6 +112,25 @@ pub fn execute(shard: &Rc<Shard>, reply: Reply, user: Option<u64>, req: Request)
             get_presence::run(shard, reply, me, user_ids)
         }
         (Request::Typing { with, typing }, Some(me)) => typing::run(shard, reply, me, with, typing),
+        (Request::UploadStart(spec), Some(me)) => upload_start::run(shard, reply, me, spec),
+        (
+            Request::UploadChunk {
+                upload_id,
+                offset,
+                data,
+            },
+            Some(me),
+        ) => upload_chunk::run(shard, reply, me, upload_id, offset, data),
+        (Request::UploadFinish { upload_id }, Some(me)) => {
+            upload_finish::run(shard, reply, me, upload_id)
+        }
+        (Request::FetchAsset(fetch), Some(me)) => fetch_asset::run(shard, reply, me, fetch),
+        (Request::RegisterPushToken { platform, token }, Some(me)) => {
+            register_push_token::run(shard, reply, me, platform, token)
+        }
+        (Request::UnregisterPushToken { token }, Some(me)) => {
+            unregister_push_token::run(shard, reply, me, token)
+        }
         // The connection's shard answers Ping and rejects unauthenticated requests before
         // routing, so nothing else reaches here.
         (req, _) => shard.internal(reply, &format!("unroutable request {req:?}")),

@@ -30,6 +30,7 @@ pub fn run(shard: &Rc<Shard>, reply: Reply, username: String, password: String) 
             Err(e) => return shard.internal(reply, &e),
         };
         let record = UserRecord {
+            push_previews_off: false,
             user_id,
             username,
             password_hash: hash,

@@ -22,6 +22,7 @@ pub fn run(shard: &Rc<Shard>, reply: Reply, sender: u64, send: Send) {
         Err(e) => return shard.internal(reply, &e),
     }
     let msg = pb::Message {
+        media: send.media.and_then(|a| a.media).map(Box::new),
         from_user_id: sender,
         to_user_id: send.to_user_id,
         client_msg_id: send.client_msg_id,
@@ -31,11 +32,17 @@ pub fn run(shard: &Rc<Shard>, reply: Reply, sender: u64, send: Send) {
         group_id: 0,
     };
     match shard.store.stage_message(&msg) {
-        Ok((appended, stored)) => shard.after_commit(AfterCommit::StoredForRecipient {
-            reply,
-            msg: stored,
-            duplicate: appended.duplicate,
-        }),
+        Ok((appended, stored)) => {
+            if !appended.duplicate {
+                // In the same batch as the message: an offline recipient's notification.
+                crate::push::stage_for_message(shard, &stored);
+            }
+            shard.after_commit(AfterCommit::StoredForRecipient {
+                reply,
+                msg: stored,
+                duplicate: appended.duplicate,
+            })
+        }
         Err(e) => shard.internal(reply, &e),
     }
 }

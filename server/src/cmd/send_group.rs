@@ -39,6 +39,7 @@ pub fn run(shard: &Rc<Shard>, reply: Reply, sender: u64, send: SendGroup) {
         Err(e) => return shard.internal(reply, &e),
     }
     let msg = pb::Message {
+        media: send.media.and_then(|a| a.media).map(Box::new),
         from_user_id: sender,
         to_user_id: 0,
         client_msg_id: send.client_msg_id,

@@ -1,4 +1,4 @@
-//! SetSettings: the caller's privacy settings. Runs on the caller's shard.
+//! SetSettings: the caller's privacy and notification settings. Runs on the caller's shard.
 
 use std::rc::Rc;
 
@@ -13,6 +13,7 @@ pub fn run(
     me: u64,
     read_receipts: Option<bool>,
     presence_visibility: Option<pb::PresenceVisibility>,
+    push_previews: Option<bool>,
 ) {
     let mut user = match shard.store.user(me) {
         Ok(Some(u)) => u,
@@ -25,7 +26,10 @@ pub fn run(
     if let Some(v) = presence_visibility {
         user.presence_visibility = v as i32;
     }
-    if read_receipts.is_some() || presence_visibility.is_some() {
+    if let Some(on) = push_previews {
+        user.push_previews_off = !on;
+    }
+    if read_receipts.is_some() || presence_visibility.is_some() || push_previews.is_some() {
         if let Err(e) = shard.store.put_user(&user) {
             return shard.internal(reply, &e);
         }
@@ -35,6 +39,7 @@ pub fn run(
         Body::Settings(pb::Settings {
             read_receipts: !user.read_receipts_off,
             presence_visibility: user.presence_visibility,
+            push_previews: !user.push_previews_off,
         }),
     );
 }

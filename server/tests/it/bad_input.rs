@@ -72,6 +72,7 @@ fn non_utf8_text_is_rejected_and_nothing_is_stored() {
     let env = pb::Envelope {
         request_id: 99,
         body: Some(pb::envelope::Body::SendMessage(pb::SendMessage {
+            media: None,
             to_user_id: bob_id,
             client_msg_id: 1,
             text: "abcd".into(),

@@ -5,8 +5,10 @@
 mod accounts;
 mod bad_input;
 mod groups;
+mod media;
 mod messaging;
 mod presence;
+mod push;
 mod receipts;
 mod restart;
 mod support;

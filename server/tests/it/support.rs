@@ -70,6 +70,8 @@ impl TestServer {
             max_text_bytes: 64 * 1024,
             ..Config::default()
         };
+        // Small chunks: a test file of a few hundred KiB takes many of them.
+        config.media.max_chunk_bytes = 64 * 1024;
         (self.tweak)(&mut config);
         config
     }
@@ -88,6 +90,13 @@ impl TestServer {
             h.shutdown();
         }
         self.boot();
+    }
+
+    /// Stops the server (flushing and closing every database), e.g. to open them.
+    pub fn stop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            h.shutdown();
+        }
     }
 
     pub fn credentials(&self, name: &str) -> chat_client::Credentials {
@@ -208,6 +217,7 @@ pub fn seed_users(
                     created_us: 1,
                     read_receipts_off: false,
                     presence_visibility: 0,
+                    push_previews_off: false,
                 })
                 .unwrap();
             (name, user_id)

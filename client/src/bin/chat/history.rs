@@ -1,4 +1,6 @@
-//! `chat history --with NAME`
+//! `chat history --with NAME` or `--group ID`, optionally saving media (`--save-media DIR`)
+
+use std::path::PathBuf;
 
 use chat_client::{Credentials, Session};
 
@@ -23,9 +25,16 @@ pub struct Args {
     /// How many messages (at most 200)
     #[arg(long, default_value_t = 50)]
     limit: u32,
+    /// Download the images, voice notes and files of these messages into this directory
+    /// (created if missing), as <seq>-<file name>
+    #[arg(long, value_name = "DIR")]
+    save_media: Option<PathBuf>,
 }
 
 pub fn run(creds: Credentials, args: Args, out: Output) -> anyhow::Result<()> {
+    if let Some(dir) = &args.save_media {
+        crate::media::prepare_dir(dir)?;
+    }
     let session = Session::open(creds)?;
     let mut names = crate::Names::default();
     let page = match (&args.with, args.group) {
@@ -43,6 +52,7 @@ pub fn run(creds: Credentials, args: Args, out: Output) -> anyhow::Result<()> {
     for m in &page.messages {
         let (from, to) = names.of_message(session.conn(), m);
         out.message(&from, &to, m);
+        crate::media::save_and_report(session.conn(), m, args.save_media.as_deref(), out);
     }
     if page.more && !out.json {
         if let Some(first) = page.messages.first() {

@@ -84,6 +84,7 @@ fn serve(mut session: Session, rx: Receiver<Input>, out: Output) -> anyhow::Resu
                     .map(|ack| {
                         // Echo our own line with the server's timestamp once it is durable.
                         let m = pb::Message {
+                            media: None,
                             from_user_id: session.user_id(),
                             to_user_id: *id,
                             client_msg_id: ack.client_msg_id,

@@ -1,6 +1,7 @@
 //! `chat listen`: print incoming messages, everything missed first. Survives server restarts
 //! and network drops (the session reconnects and resumes after the last printed message).
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use chat_client::{pb, Credentials, Session};
@@ -21,9 +22,16 @@ pub struct Args {
     /// Also print when these users (comma-separated names) go online or offline
     #[arg(long, value_delimiter = ',', value_name = "NAMES")]
     watch: Vec<String>,
+    /// Download the images, voice notes and files of received messages into this directory
+    /// (created if missing), as <seq>-<file name>
+    #[arg(long, value_name = "DIR")]
+    save_media: Option<PathBuf>,
 }
 
 pub fn run(creds: Credentials, args: Args, out: Output) -> anyhow::Result<()> {
+    if let Some(dir) = &args.save_media {
+        crate::media::prepare_dir(dir)?;
+    }
     let mut session = Session::open(creds)?;
     session.start_stream(args.from_seq)?;
     let mut printed = 0;
@@ -77,7 +85,9 @@ pub fn run(creds: Credentials, args: Args, out: Output) -> anyhow::Result<()> {
         let Some(event) = session.next_event(Duration::from_millis(200))? else {
             continue;
         };
-        if crate::show_event(&mut names, session.conn(), out, &event) {
+        if let Some(m) = crate::show_event(&mut names, session.conn(), out, &event) {
+            // A failed download is reported and listening goes on.
+            crate::media::save_and_report(session.conn(), m, args.save_media.as_deref(), out);
             printed += 1;
             last_message = Instant::now();
         }

@@ -1,7 +1,8 @@
 //! `chat`: a terminal client for chatd.
 //!
 //! `chat register|send|history|listen` for scripts (add `--json` for one JSON object per
-//! line), or no subcommand for an interactive chat. See README.md for a tour.
+//! line), or no subcommand for an interactive chat. `send --file` sends images, voice notes
+//! and files; `listen`/`history --save-media DIR` download them. See README.md for a tour.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,6 +14,7 @@ mod group;
 mod history;
 mod interactive;
 mod listen;
+mod media;
 mod output;
 mod presence;
 mod register;
@@ -193,19 +195,19 @@ impl Names {
     }
 }
 
-/// Prints an inbox event; true when it was a message.
-fn show_event(
+/// Prints an inbox event; the message, when it was one.
+fn show_event<'a>(
     names: &mut Names,
     conn: &chat_client::Connection,
     out: output::Output,
-    event: &chat_client::pb::Event,
-) -> bool {
+    event: &'a chat_client::pb::Event,
+) -> Option<&'a chat_client::pb::Message> {
     use chat_client::pb::event::Kind;
     match &event.kind {
         Some(Kind::Message(m)) => {
             let (from, to) = names.of_message(conn, m);
             out.message(&from, &to, m);
-            return true;
+            return Some(m);
         }
         Some(Kind::GroupChange(c)) => {
             let sentence = names.describe(conn, c);
@@ -217,7 +219,7 @@ fn show_event(
         }
         None => {}
     }
-    false
+    None
 }
 
 /// Resolves a username to an id, with a clear error for unknown names.

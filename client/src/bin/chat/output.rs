@@ -20,18 +20,22 @@ impl Output {
         }
     }
 
-    pub fn sent(&self, to: &str, ack: &pb::SendAck) {
+    /// A sent message; `media` is its attachment, if any.
+    pub fn sent(&self, to: &str, ack: &pb::SendAck, media: Option<&pb::Media>) {
         if self.json {
             let v = json!({
                 "event": "sent", "to": to, "to_user_id": ack.to_user_id,
                 "group_id": ack.group_id, "seq": ack.seq,
                 "timestamp_us": ack.timestamp_us, "client_msg_id": ack.client_msg_id,
-                "duplicate": ack.duplicate,
+                "duplicate": ack.duplicate, "media": media.map(crate::media::to_json),
             });
             println!("{v}");
         } else {
+            let attachment = media
+                .map(|m| format!(" ({})", crate::media::describe(m)))
+                .unwrap_or_default();
             println!(
-                "sent to {to} [{}] (seq {})",
+                "sent to {to} [{}] (seq {}){attachment}",
                 clock(ack.timestamp_us),
                 ack.seq
             );
@@ -45,10 +49,35 @@ impl Output {
                 "event": "message", "from": from, "to": to, "from_user_id": m.from_user_id,
                 "to_user_id": m.to_user_id, "seq": m.seq, "timestamp_us": m.timestamp_us,
                 "text": m.text, "group_id": m.group_id,
+                "media": m.media.as_deref().map(crate::media::to_json),
             });
             println!("{v}");
         } else {
-            println!("[{}] {from} -> {to}: {}", clock(m.timestamp_us), m.text);
+            let body = match m.media.as_deref() {
+                Some(media) if m.text.is_empty() => format!("[{}]", crate::media::describe(media)),
+                Some(media) => format!("[{}] {}", crate::media::describe(media), m.text),
+                None => m.text.clone(),
+            };
+            println!("[{}] {from} -> {to}: {body}", clock(m.timestamp_us));
+        }
+    }
+
+    /// Where the attachment of message `m` was saved.
+    pub fn saved(&self, m: &pb::Message, media: &pb::Media, path: &std::path::Path) {
+        if self.json {
+            let v = json!({
+                "event": "saved", "seq": m.seq, "group_id": m.group_id,
+                "from_user_id": m.from_user_id, "asset_id": crate::media::hex(&media.asset_id),
+                "size": media.size, "path": path.display().to_string(),
+            });
+            println!("{v}");
+        } else {
+            println!(
+                "saved {} (seq {}) to {}",
+                crate::media::describe(media),
+                m.seq,
+                path.display()
+            );
         }
     }
 
