@@ -332,6 +332,16 @@ impl Request {
         )
     }
 
+    /// A send whose media the asset's shard has not checked yet.
+    pub fn has_unchecked_media(&self) -> bool {
+        let media = match self {
+            Request::Send(s) => &s.media,
+            Request::SendGroup(s) => &s.media,
+            _ => return false,
+        };
+        media.as_ref().is_some_and(|a| a.media.is_none())
+    }
+
     /// Requests that authenticate (or create an account) and so make no sense once logged in.
     pub fn is_login(&self) -> bool {
         matches!(

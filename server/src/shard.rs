@@ -95,6 +95,12 @@ pub enum ShardMsg {
         op: u64,
         presences: Vec<pb::Presence>,
     },
+    /// For the shard of the connection: the media of its send was checked (`Ok`: the send,
+    /// ready to be stored) or refused.
+    MediaChecked {
+        reply: Reply,
+        result: Result<Request, (ErrorCode, String)>,
+    },
     /// A connection that watched `targets` closed. Sent to the watcher's own shard, which
     /// forwards it to the targets' shards: the same path its SubscribePresence took, so it
     /// cannot overtake it.
@@ -180,6 +186,9 @@ pub struct ConnEntry {
     pub login_pending: Cell<bool>,
     /// Requests pipelined behind an in-flight Login/Resume, run once it is answered.
     pub deferred: RefCell<Vec<(Reply, Request)>>,
+    /// Some while the media of a send is checked on its asset's shard: the connection's
+    /// later sends wait here, so they cannot overtake it (see `Shard::media_checked`).
+    pub held_sends: RefCell<Option<Vec<(Reply, Request)>>>,
     /// Users whose presence this connection subscribed to (unsubscribed when it closes).
     pub watching: RefCell<Vec<u64>>,
 }
@@ -287,6 +296,7 @@ impl Shard {
                 duplicate,
             } => cmd::send::stored(self, reply, msg, duplicate),
             ShardMsg::SessionClosed { user, conn } => self.end_session(user, conn),
+            ShardMsg::MediaChecked { reply, result } => self.media_checked(reply, result),
             ShardMsg::CheckUsers { op, from, ids } => groups::check_users(self, op, from, ids),
             ShardMsg::UsersChecked { op, missing } => self.groups.users_checked(self, op, missing),
             ShardMsg::GroupDeliver {
@@ -388,11 +398,20 @@ impl Shard {
                     | AfterCommit::GroupEntry { reply, .. } => {
                         self.fail(reply, ErrorCode::Internal, "internal server error")
                     }
-                    AfterCommit::Dispatch { msg, .. } => {
-                        if let ShardMsg::Request { reply, .. } = *msg {
+                    AfterCommit::Dispatch { msg, .. } => match *msg {
+                        ShardMsg::Request { reply, .. } => {
                             self.fail(reply, ErrorCode::Internal, "internal server error")
                         }
-                    }
+                        ShardMsg::MediaChecked { reply, .. } => {
+                            let failed = Err((ErrorCode::Internal, "internal server error".into()));
+                            let msg = ShardMsg::MediaChecked {
+                                reply,
+                                result: failed,
+                            };
+                            self.dispatch(reply.conn.shard, msg);
+                        }
+                        _ => {}
+                    },
                     // Unconfirmed: the group's shard hands the entry out again on restart.
                     // A lost receipt is superseded by the next one (they are cumulative).
                     AfterCommit::GroupDelivery { .. } | AfterCommit::Appended { .. } => {}
@@ -574,6 +593,25 @@ impl Shard {
             deferred.push((reply, req));
             return;
         }
+        // A connection's sends keep their order: while the media of one is checked on its
+        // asset's shard (a detour the others do not take), later ones wait.
+        if user.is_some() && matches!(req, Request::Send(_) | Request::SendGroup(_)) {
+            let mut held = entry.held_sends.borrow_mut();
+            if let Some(queue) = held.as_mut() {
+                if queue.len() >= MAX_DEFERRED {
+                    drop(held);
+                    return reject(
+                        ErrorCode::Unavailable,
+                        "too many sends behind a media check",
+                    );
+                }
+                queue.push((reply, req));
+                return;
+            }
+            if req.has_unchecked_media() {
+                *held = Some(Vec::new());
+            }
+        }
         let dest = match (&req, user) {
             (Request::Ping { nonce }, _) => {
                 let pong = Body::Pong(pb::Pong { nonce: *nonce });
@@ -657,6 +695,22 @@ impl Shard {
             entry.login_pending.set(true);
         }
         self.dispatch(dest, ShardMsg::Request { reply, user, req });
+    }
+
+    /// On the connection's shard: the media check of a send is done. The send goes on (or
+    /// its error to the client), then the sends held behind it, in order.
+    fn media_checked(self: &Rc<Self>, reply: Reply, result: Result<Request, (ErrorCode, String)>) {
+        let Some(entry) = self.conns.borrow().get(&reply.conn.id).cloned() else {
+            return; // Closed: the client resends what was not acked.
+        };
+        let held = entry.held_sends.take().unwrap_or_default();
+        match result {
+            Ok(req) => self.submit(reply, &entry, req),
+            Err((code, msg)) => entry.out.push(&error_envelope(reply.request_id, code, msg)),
+        }
+        for (reply, req) in held {
+            self.submit(reply, &entry, req);
+        }
     }
 
     // ---- sessions of users living on this shard ----

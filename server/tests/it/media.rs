@@ -315,3 +315,38 @@ fn the_same_file_uploaded_twice_is_stored_once() {
     }
     assert_eq!(total, (1, data.len() as u64));
 }
+
+#[test]
+fn a_media_send_keeps_its_place_among_pipelined_sends() {
+    let server = TestServer::start(2);
+    let (alice, _) = server.user("alice");
+    let (bob, b) = server.user("bob");
+    bob.sync(None).unwrap();
+    let media = alice.upload(&random_bytes(10_000), &image()).unwrap();
+    // Ten sends in flight at once, every third with media (which is checked on the
+    // asset's shard first): bob must get them in the order they were sent.
+    let pending: Vec<_> = (1..=10u64)
+        .map(|i| {
+            let body = pb::envelope::Body::SendMessage(pb::SendMessage {
+                to_user_id: b.user_id,
+                client_msg_id: i,
+                text: format!("m{i}"),
+                media: (i % 3 == 1).then(|| {
+                    Box::new(pb::Media {
+                        asset_id: media.asset_id.clone(),
+                        ..Default::default()
+                    })
+                }),
+            });
+            alice.start(body).unwrap()
+        })
+        .collect();
+    for rx in pending {
+        alice.finish(rx).unwrap();
+    }
+    for i in 1..=10u64 {
+        let got = next_message(&bob);
+        assert_eq!(got.text, format!("m{i}"));
+        assert_eq!(got.media.is_some(), i % 3 == 1);
+    }
+}
