@@ -473,6 +473,18 @@ impl Connection {
         }
     }
 
+    /// Revokes the token this connection logged in with (Resume with it fails from now
+    /// on). The server closes the connection after answering.
+    pub fn logout(&self) -> Result<()> {
+        self.done(Body::Logout(pb::Logout {}))
+    }
+
+    /// Revokes every session token of the user, on all devices. Open connections stay
+    /// open (this one too) until they close; logging in again needs the password.
+    pub fn logout_all(&self) -> Result<()> {
+        self.done(Body::LogoutAll(pb::LogoutAll {}))
+    }
+
     /// Server pushes, in arrival order.
     pub fn events(&self) -> &Receiver<pb::Event> {
         &self.events

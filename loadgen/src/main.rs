@@ -113,6 +113,11 @@ pub struct Args {
     /// resend of every unacknowledged send with its client_msg_id. 0 = none
     #[arg(long, default_value_t = 0.0, value_name = "PER_SEC")]
     pub reconnect_rate: f64,
+    /// Reconnect storm: this many seconds after the load starts, every connection drops at
+    /// once and all reconnect together (Resume, Sync, resends), as after a network outage
+    /// or a load balancer restart
+    #[arg(long, value_name = "SECS")]
+    pub storm_at: Option<f64>,
     /// Receivers mark their 1:1 conversation read at every ack (every 100 ms), so senders
     /// get read receipts as well as delivered ones
     #[arg(long)]

@@ -376,6 +376,15 @@ async fn run_thread(
             .collect();
         glommio::spawn_local(churn(state.clone(), dial.clone(), conns, period))
     });
+    let storm = args.storm_at.map(|at| {
+        let conns: Vec<(Account, Rc<Out>)> = mine
+            .iter()
+            .cloned()
+            .zip(senders.iter().map(|s| s.out.clone()))
+            .collect();
+        let at = Duration::from_secs_f64(at.max(0.0));
+        glommio::spawn_local(storm(state.clone(), dial.clone(), conns, at))
+    });
     // Every n-th send of a user goes to its group: --group-share, spread evenly.
     let group_every = if args.group_share > 0.0 {
         (1.0 / args.group_share).round().max(1.0) as u64
@@ -480,6 +489,7 @@ async fn run_thread(
         }
     }
     drop(churn);
+    drop(storm);
     // Drain: wait for outstanding acks and deliveries, for a bounded time.
     let drain_until = Instant::now() + Duration::from_secs(5);
     while state.inflight.get() > 0 && Instant::now() < drain_until {
@@ -571,6 +581,35 @@ async fn churn(state: Rc<State>, dial: Rc<Dial>, conns: Vec<(Account, Rc<Out>)>,
             Ok(()) => state.result.borrow_mut().reconnects += 1,
             Err(_) => state.result.borrow_mut().errors += 1,
         }
+    }
+}
+
+/// --storm-at: after `at`, every connection drops at once, then all reconnect together;
+/// one that cannot get through retries, as a client would.
+async fn storm(state: Rc<State>, dial: Rc<Dial>, conns: Vec<(Account, Rc<Out>)>, at: Duration) {
+    glommio::timer::sleep(at).await;
+    for (_, out) in &conns {
+        drop(out.tasks.take());
+    }
+    let reopening: Vec<_> = conns
+        .into_iter()
+        .map(|(account, out)| {
+            let (state, dial) = (state.clone(), dial.clone());
+            glommio::spawn_local(async move {
+                for attempt in 0..50u32 {
+                    let after = Some(out.seen_seq.get());
+                    if dial.open(&state, &out, &account, after).await.is_ok() {
+                        state.result.borrow_mut().reconnects += 1;
+                        return;
+                    }
+                    glommio::timer::sleep(Duration::from_millis(20 * u64::from(attempt + 1))).await;
+                }
+                state.result.borrow_mut().errors += 1;
+            })
+        })
+        .collect();
+    for task in reopening {
+        task.await;
     }
 }
 

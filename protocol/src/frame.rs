@@ -116,16 +116,28 @@ pub fn encode_frame(env: &Envelope, out: &mut BytesMut) {
 
 /// Finds the top-level `request_id` (field 1, varint) in an envelope body that may not decode
 /// as a whole, so an error about it can still be correlated by the client.
+///
+/// Like protobuf decoding, the last occurrence of the field wins; fields after the first
+/// unparsable byte are not seen. So for a body that decodes, this is its `request_id`, and a
+/// body that decodes but lacks a body member is reported with the same id as one that does
+/// not decode (the fuzz tests found the two disagreeing when field 1 occurred twice).
 pub fn peek_request_id(mut body: &[u8]) -> Option<u64> {
     use prost::encoding::{decode_key, decode_varint, skip_field, DecodeContext, WireType};
+    let mut found = None;
     while !body.is_empty() {
-        let (tag, wire_type) = decode_key(&mut body).ok()?;
-        if tag == 1 && wire_type == WireType::Varint {
-            return decode_varint(&mut body).ok();
+        let Ok((tag, wire_type)) = decode_key(&mut body) else {
+            break;
+        };
+        let parsed = if tag == 1 && wire_type == WireType::Varint {
+            decode_varint(&mut body).map(|id| found = Some(id))
+        } else {
+            skip_field(wire_type, tag, &mut body, DecodeContext::default())
+        };
+        if parsed.is_err() {
+            break;
         }
-        skip_field(wire_type, tag, &mut body, DecodeContext::default()).ok()?;
     }
-    None
+    found
 }
 
 #[cfg(test)]

@@ -34,6 +34,7 @@ pub fn error_envelope(request_id: u64, code: ErrorCode, message: impl Into<Strin
     envelope(
         request_id,
         Body::Error(pb::Error {
+            retry_after_ms: 0,
             code: code as i32,
             message: message.into(),
         }),

@@ -13,6 +13,10 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// TLS listen address; every shard binds it with SO_REUSEPORT.
     pub listen: SocketAddr,
+    /// HTTP address of `/metrics` (Prometheus) and `/health`; `None` (`"off"` in the file)
+    /// serves neither.
+    #[serde(deserialize_with = "metrics_listen_from_str")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Number of shards (executors); 0 means one per available core.
     pub shards: usize,
     /// Pin each shard's executor to its own core. Tests turn this off.
@@ -34,6 +38,21 @@ pub struct Config {
     /// shard on a dedicated core then sees new data without a wake-up (as Seastar always
     /// does). 0 = sleep at once, the right choice when cores are shared.
     pub spin_before_park_us: u64,
+    /// A connection that has not logged in this many seconds after its TLS handshake is
+    /// closed (slow-loris). 0 = never.
+    pub login_timeout_s: u64,
+    /// A connection from which nothing arrived (no request, not even Ping) for this many
+    /// seconds is closed; clients ping every 30 s when idle. 0 = never.
+    pub idle_timeout_s: u64,
+    /// Most connections one user may have logged in at once.
+    pub max_connections_per_user: usize,
+    /// Requests per second one connection may send on average (token bucket); 0 = no limit.
+    pub rate_limit_per_s: u32,
+    /// Requests one connection may send in a burst above the average.
+    pub rate_limit_burst: u32,
+    /// A connection whose unsent output exceeds this many bytes (the client does not read)
+    /// is cut off.
+    pub max_outbound_bytes: usize,
     /// Uploads of images, voice notes and files (`[media]`).
     pub media: MediaConfig,
     /// Notifications for offline users through a push gateway (`[push]`).
@@ -160,6 +179,7 @@ impl Default for Config {
         Self {
             data_dir: PathBuf::from("./data"),
             listen: SocketAddr::from(([127, 0, 0, 1], 7443)),
+            metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
             shards: 0,
             pin_cores: true,
             tls_cert: None,
@@ -169,10 +189,36 @@ impl Default for Config {
             durability: DurabilityMode::Wal,
             max_group_members: 1024,
             spin_before_park_us: 0,
+            login_timeout_s: 30,
+            idle_timeout_s: 90,
+            max_connections_per_user: 16,
+            rate_limit_per_s: 1000,
+            rate_limit_burst: 2000,
+            max_outbound_bytes: 8 << 20,
             media: MediaConfig::default(),
             push: PushConfig::default(),
         }
     }
+}
+
+/// Parses a `metrics_listen` value: `HOST:PORT`, or `off` (or empty) for no endpoint.
+pub fn parse_metrics_listen(value: &str) -> Result<Option<SocketAddr>, String> {
+    let value = value.trim();
+    if value.is_empty() || value.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    value
+        .parse()
+        .map(Some)
+        .map_err(|e| format!("{value:?} is neither HOST:PORT nor \"off\": {e}"))
+}
+
+fn metrics_listen_from_str<'de, D>(d: D) -> Result<Option<SocketAddr>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let value = String::deserialize(d)?;
+    parse_metrics_listen(&value).map_err(serde::de::Error::custom)
 }
 
 /// Largest shard count the locked-memory budget of one process allows (glommio needs
@@ -207,6 +253,11 @@ impl Config {
             self.shards
         );
         anyhow::ensure!(
+            self.metrics_listen != Some(self.listen) || self.listen.port() == 0,
+            "metrics_listen must differ from listen ({})",
+            self.listen
+        );
+        anyhow::ensure!(
             self.tls_cert.is_some() == self.tls_key.is_some(),
             "tls_cert and tls_key must be set together"
         );
@@ -225,6 +276,18 @@ impl Config {
         anyhow::ensure!(
             self.spin_before_park_us <= 1_000_000,
             "spin_before_park_us must be at most 1000000 (1 s)"
+        );
+        anyhow::ensure!(
+            self.max_connections_per_user >= 1,
+            "max_connections_per_user must be at least 1"
+        );
+        anyhow::ensure!(
+            self.rate_limit_per_s == 0 || self.rate_limit_burst >= 1,
+            "rate_limit_burst must be at least 1 when rate_limit_per_s is set"
+        );
+        anyhow::ensure!(
+            self.max_outbound_bytes >= 64 << 10,
+            "max_outbound_bytes must be at least 64 KiB"
         );
         anyhow::ensure!(
             self.media.max_asset_bytes > 0 && self.media.max_asset_bytes <= 4 << 30,
@@ -259,6 +322,12 @@ mod tests {
         assert_eq!(cfg.durability, DurabilityMode::Fsync);
         assert_eq!(cfg.max_text_bytes, 64 * 1024);
         assert!(toml::from_str::<Config>("shardz = 3").is_err());
+        assert_eq!(cfg.metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
+        let cfg: Config = toml::from_str("metrics_listen = \"0.0.0.0:9100\"").unwrap();
+        assert_eq!(cfg.metrics_listen, Some("0.0.0.0:9100".parse().unwrap()));
+        let cfg: Config = toml::from_str("metrics_listen = \"off\"").unwrap();
+        assert_eq!(cfg.metrics_listen, None);
+        assert!(toml::from_str::<Config>("metrics_listen = \"nowhere\"").is_err());
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod config;
 mod conn;
 mod groups;
 mod media;
+mod metrics;
 mod presence;
 mod push;
 mod receipts;

@@ -25,6 +25,9 @@ struct Args {
     /// Address to serve TLS on [default: 127.0.0.1:7443]
     #[arg(long, value_name = "HOST:PORT")]
     listen: Option<std::net::SocketAddr>,
+    /// Address of the HTTP /metrics and /health endpoint, or `off` [default: 127.0.0.1:9464]
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics_listen: Option<String>,
     /// Number of shards (one executor each); 0 = one per core [default: 0]
     #[arg(long)]
     shards: Option<usize>,
@@ -72,6 +75,10 @@ fn main() -> anyhow::Result<()> {
     if let Some(v) = args.listen {
         config.listen = v;
     }
+    if let Some(v) = args.metrics_listen {
+        config.metrics_listen = chat_server::config::parse_metrics_listen(&v)
+            .map_err(|e| anyhow::anyhow!("--metrics-listen: {e}"))?;
+    }
     if let Some(v) = args.shards {
         config.shards = v;
     }
@@ -103,6 +110,9 @@ fn main() -> anyhow::Result<()> {
         );
     } else {
         println!("chatd listening on {}", server.local_addr());
+    }
+    if let Some(addr) = server.metrics_addr() {
+        println!("metrics on http://{addr}/metrics, health on http://{addr}/health");
     }
     let stop = server.stop_flag();
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;

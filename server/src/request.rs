@@ -12,14 +12,14 @@ use crate::auth;
 pub enum Request {
     Register {
         username: String,
-        password: String,
+        password: Secret<String>,
     },
     Login {
         username: String,
-        password: String,
+        password: Secret<String>,
     },
     Resume {
-        token: Vec<u8>,
+        token: Secret<Vec<u8>>,
     },
     GetUser {
         user_id: u64,
@@ -105,6 +105,32 @@ pub enum Request {
     UnregisterPushToken {
         token: String,
     },
+    /// Revoke this connection's session token and close the connection.
+    Logout,
+    /// Revoke every session token of the caller.
+    LogoutAll,
+}
+
+/// A credential (password, session token) as a request carried it. Its `Debug` shows
+/// `"***"`, so no log line, error message or panic that formats a request can reveal it;
+/// the value is reached only through [`Secret::expose`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret<T>(T);
+
+impl<T> Secret<T> {
+    pub fn expose(&self) -> &T {
+        &self.0
+    }
+
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T> std::fmt::Debug for Secret<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"***\"")
+    }
 }
 
 /// Length of upload and asset ids.
@@ -194,10 +220,10 @@ impl Request {
             // A malformed name cannot exist; report it as bad credentials, not as a hint.
             Body::Login(r) => Request::Login {
                 username: auth::normalize_username(&r.username).unwrap_or_default(),
-                password: r.password,
+                password: Secret(r.password),
             },
             Body::Resume(r) => Request::Resume {
-                token: r.token.to_vec(),
+                token: Secret(r.token.to_vec()),
             },
             Body::LookupUser(r) => Request::Lookup {
                 username: auth::normalize_username(&r.username).unwrap_or_default(),
@@ -312,6 +338,8 @@ impl Request {
             Body::UnregisterPushToken(u) => Request::UnregisterPushToken {
                 token: push_token(u.token)?,
             },
+            Body::Logout(pb::Logout {}) => Request::Logout,
+            Body::LogoutAll(pb::LogoutAll {}) => Request::LogoutAll,
             other => {
                 return Err(Rejected(
                     ErrorCode::UnexpectedMessage,
@@ -361,9 +389,9 @@ fn username(name: &str) -> Result<String, Rejected> {
     })
 }
 
-fn password(pw: String) -> Result<String, Rejected> {
+fn password(pw: String) -> Result<Secret<String>, Rejected> {
     if auth::PASSWORD_BYTES.contains(&pw.len()) {
-        Ok(pw)
+        Ok(Secret(pw))
     } else {
         Err(Rejected(
             ErrorCode::InvalidArgument,
@@ -551,6 +579,7 @@ fn body_name(body: &Body) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)] // reason: test code
     use super::*;
 
     fn send_body(text: &str, id: u64) -> Body {
@@ -583,6 +612,41 @@ mod tests {
             code(Request::parse(pong, 4)),
             Some(ErrorCode::UnexpectedMessage)
         );
+    }
+
+    #[test]
+    fn credentials_never_show_in_debug_output() {
+        let password = "correct horse battery staple";
+        let register = Body::Register(pb::Register {
+            username: "alice".into(),
+            password: password.into(),
+        });
+        let login = Body::Login(pb::Login {
+            username: "alice".into(),
+            password: password.into(),
+        });
+        let token = crate::auth::new_token(7);
+        let resume = Body::Resume(pb::Resume {
+            token: token.clone().into(),
+        });
+        for body in [register, login, resume] {
+            let req = Request::parse(body, 16).unwrap();
+            for shown in [format!("{req:?}"), format!("{req:#?}")] {
+                assert!(!shown.contains(password), "{shown}");
+                let secret_bytes = format!("{}, {}, {}", token[8], token[9], token[10]);
+                assert!(!shown.contains(&secret_bytes), "{shown}");
+                assert!(shown.contains("***"), "{shown}");
+            }
+        }
+        // The value is still there for the handlers.
+        let req = Request::parse(
+            Body::Login(pb::Login {
+                username: "alice".into(),
+                password: password.into(),
+            }),
+            16,
+        );
+        assert!(matches!(req, Ok(Request::Login { password: p, .. }) if p.expose() == password));
     }
 
     #[test]

@@ -18,12 +18,16 @@ use glommio::net::TcpListener;
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 
 use crate::config::{Config, DurabilityMode};
+use crate::metrics::http::MetricsServer;
+use crate::metrics::{Metrics, ShardMetrics};
 use crate::shard::{Limits, Shard, ShardMsg};
 
 type Batch = Vec<ShardMsg>;
 
 /// Capacity, in batches, of each shard-to-shard channel.
 const MESH_CAPACITY: usize = 1024;
+/// How often a shard looks for connections past their login or idle timeout.
+const TIMEOUT_SWEEP: Duration = Duration::from_millis(500);
 /// How often an idle shard checks for shutdown.
 const STOP_POLL: Duration = Duration::from_millis(20);
 
@@ -67,6 +71,8 @@ pub struct ServerHandle {
     ca: Option<PathBuf>,
     stop: Arc<AtomicBool>,
     shards: Vec<ExecutorJoinHandle<()>>,
+    /// The metrics and health endpoint, unless `metrics_listen` is off.
+    metrics: Option<MetricsServer>,
 }
 
 impl std::fmt::Debug for ServerHandle {
@@ -81,6 +87,12 @@ impl ServerHandle {
     /// The address clients connect to (the real port when configured with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where `/metrics` and `/health` are served (the real port when configured with port
+    /// 0); `None` when `metrics_listen` is off.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(MetricsServer::local_addr)
     }
 
     /// The generated development CA, when no certificate was configured.
@@ -104,6 +116,9 @@ impl ServerHandle {
         for shard in self.shards {
             let _ = shard.join();
         }
+        if let Some(metrics) = self.metrics {
+            metrics.stop();
+        }
     }
 }
 
@@ -119,6 +134,7 @@ struct ShardSeed {
     limits: Limits,
     stop: Arc<AtomicBool>,
     ready: mpsc::Sender<anyhow::Result<()>>,
+    metrics: Arc<ShardMetrics>,
 }
 
 /// Starts the server; returns once every shard is accepting connections.
@@ -150,10 +166,19 @@ pub fn start(config: Config) -> anyhow::Result<ServerHandle> {
 
     let stop = Arc::new(AtomicBool::new(false));
     let (ready_tx, ready_rx) = mpsc::channel();
+    let metrics = Arc::new(Metrics::new(shards));
     let limits = Limits {
         max_frame_bytes: config.max_frame_bytes,
         max_text_bytes: config.max_text_bytes,
         max_group_members: config.max_group_members,
+        login_timeout: (config.login_timeout_s > 0)
+            .then(|| Duration::from_secs(config.login_timeout_s)),
+        idle_timeout: (config.idle_timeout_s > 0)
+            .then(|| Duration::from_secs(config.idle_timeout_s)),
+        max_connections_per_user: config.max_connections_per_user,
+        rate_limit: (config.rate_limit_per_s > 0)
+            .then_some((config.rate_limit_per_s, config.rate_limit_burst)),
+        max_outbound_bytes: config.max_outbound_bytes,
         media: config.media.clone(),
         push: config.push.clone(),
     };
@@ -192,6 +217,7 @@ pub fn start(config: Config) -> anyhow::Result<ServerHandle> {
             limits: limits.clone(),
             stop: stop.clone(),
             ready: ready_tx.clone(),
+            metrics: metrics.shard(id),
         };
         let placement = if config.pin_cores {
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -209,12 +235,23 @@ pub fn start(config: Config) -> anyhow::Result<ServerHandle> {
         handles.push(handle);
     }
     drop(ready_tx);
-    let server = ServerHandle {
+    let mut server = ServerHandle {
         addr,
         ca,
         stop,
         shards: handles,
+        metrics: None,
     };
+    // Bound before the shards are ready: /health answers 503 until they are.
+    if let Some(listen) = config.metrics_listen {
+        match MetricsServer::start(listen, metrics) {
+            Ok(endpoint) => server.metrics = Some(endpoint),
+            Err(e) => {
+                server.shutdown();
+                return Err(e);
+            }
+        }
+    }
     for _ in 0..shards {
         match ready_rx.recv() {
             Ok(Ok(())) => {}
@@ -278,7 +315,13 @@ fn bind_listeners(addr: SocketAddr, shards: usize) -> anyhow::Result<(SocketAddr
 async fn run_shard(seed: ShardSeed) {
     // SAFETY: the fd came from `into_raw_fd` in `bind_listeners` and is owned by this shard only.
     let listener = unsafe { TcpListener::from_raw_fd(seed.listener) };
-    let shard = Rc::new(Shard::new(seed.id, seed.shards, seed.store, seed.limits));
+    let shard = Rc::new(Shard::new(
+        seed.id,
+        seed.shards,
+        seed.store,
+        seed.limits,
+        seed.metrics,
+    ));
 
     // Connect both ends of every channel concurrently: each connect waits for its peer.
     let senders: Vec<_> = seed
@@ -311,6 +354,8 @@ async fn run_shard(seed: ShardSeed) {
         let shard = shard.clone();
         services.push(glommio::spawn_local(async move {
             while let Some(batch) = rx.recv().await {
+                let received = batch.len() as u64;
+                shard.metrics.shard_messages_received.add(received);
                 for msg in batch {
                     shard.handle(msg);
                 }
@@ -340,17 +385,31 @@ async fn run_shard(seed: ShardSeed) {
             }
         }
     }));
+    // Login and idle timeouts.
+    if shard.limits.login_timeout.is_some() || shard.limits.idle_timeout.is_some() {
+        let sweeping = shard.clone();
+        services.push(glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(TIMEOUT_SWEEP).await;
+                sweeping.sweep_timeouts();
+            }
+        }));
+    }
     // Group entries some member shard had not confirmed before the last stop.
     shard.groups.resume_fanouts(&shard);
     // Push notifications, including jobs left in the outbox by the last run.
     services.push(glommio::spawn_local(crate::push::run_dispatcher(
         shard.clone(),
     )));
+    shard.metrics.set_serving(true);
     let _ = seed.ready.send(Ok(()));
 
+    // This loop's ticks are the shard's heartbeat for /health.
     while !seed.stop.load(Ordering::SeqCst) {
+        shard.metrics.heartbeat();
         glommio::timer::sleep(STOP_POLL).await;
     }
+    shard.metrics.set_serving(false);
     shard.close_all_conns();
     // Let connections send their goodbye frame and finish, for a bounded time.
     for _ in 0..50 {

@@ -13,6 +13,8 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
 
 use chat_protocol::pb::{self, envelope::Body};
 use chat_protocol::{envelope, error_envelope, Envelope, ErrorCode};
@@ -21,6 +23,7 @@ use chat_storage::Store;
 use crate::clock::Clock;
 use crate::cmd;
 use crate::groups::{self, Groups};
+use crate::metrics::ShardMetrics;
 use crate::presence::PresenceHub;
 use crate::request::{Conversation, Request};
 use crate::routing::{
@@ -48,6 +51,8 @@ pub enum Auth {
     Unchanged,
     LoggedIn(u64),
     LoginFailed,
+    /// Logout is answered: the connection is closed after this frame.
+    LoggedOut,
 }
 
 /// Messages between shards. Sent in batches (`Vec<ShardMsg>`) per destination.
@@ -95,6 +100,15 @@ pub enum ShardMsg {
         op: u64,
         presences: Vec<pb::Presence>,
     },
+    /// For the shard of `conn`: tell shard `from` (with `Drained`) once the connection has
+    /// written nearly everything queued for it; a catch-up paces itself on this.
+    AwaitDrain {
+        conn: ConnRef,
+        from: usize,
+        generation: u64,
+    },
+    /// The answer to `AwaitDrain`, for the stream of that generation.
+    Drained { generation: u64 },
     /// For the shard of the connection: the media of its send was checked (`Ok`: the send,
     /// ready to be stored) or refused.
     MediaChecked {
@@ -172,6 +186,12 @@ pub struct Limits {
     pub max_frame_bytes: usize,
     pub max_text_bytes: usize,
     pub max_group_members: usize,
+    pub login_timeout: Option<std::time::Duration>,
+    pub idle_timeout: Option<std::time::Duration>,
+    pub max_connections_per_user: usize,
+    /// Requests per second and burst of one connection's token bucket; `None`: no limit.
+    pub rate_limit: Option<(u32, u32)>,
+    pub max_outbound_bytes: usize,
     pub media: crate::config::MediaConfig,
     pub push: crate::config::PushConfig,
 }
@@ -186,6 +206,10 @@ pub struct ConnEntry {
     pub login_pending: Cell<bool>,
     /// Requests pipelined behind an in-flight Login/Resume, run once it is answered.
     pub deferred: RefCell<Vec<(Reply, Request)>>,
+    /// When the TLS handshake finished, and when the last bytes arrived from the client
+    /// (for the login and idle timeouts).
+    pub opened: Cell<Option<Instant>>,
+    pub last_heard: Cell<Option<Instant>>,
     /// Some while the media of a send is checked on its asset's shard: the connection's
     /// later sends wait here, so they cannot overtake it (see `Shard::media_checked`).
     pub held_sends: RefCell<Option<Vec<(Reply, Request)>>>,
@@ -212,6 +236,8 @@ pub struct Stream {
 pub struct Session {
     pub conn: ConnRef,
     pub stream: Option<Stream>,
+    /// SHA-256 of the token the connection logged in with (Logout revokes it).
+    pub token_hash: [u8; 32],
 }
 
 pub struct Shard {
@@ -233,13 +259,27 @@ pub struct Shard {
     pub presence: Rc<PresenceHub>,
     /// Push notifications: settings, the dispatcher's wake-up, counters (`crate::push`).
     pub push: Rc<crate::push::Push>,
+    /// Catch-ups waiting for their connection to drain, by stream generation.
+    pub drained: RefCell<HashMap<u64, Rc<Signal>>>,
     /// Decrypted bytes pass through here on their way to a connection's frame buffer.
     pub read_buf: RefCell<Vec<u8>>,
+    /// Counters for the metrics endpoint, read by its thread (`crate::metrics`).
+    pub metrics: Arc<ShardMetrics>,
 }
 
 impl Shard {
-    pub fn new(id: usize, shards: usize, store: Store, limits: Limits) -> Self {
-        let push = Rc::new(crate::push::Push::new(id, &limits.push));
+    pub fn new(
+        id: usize,
+        shards: usize,
+        store: Store,
+        limits: Limits,
+        metrics: Arc<ShardMetrics>,
+    ) -> Self {
+        let push = Rc::new(crate::push::Push::new(
+            id,
+            &limits.push,
+            metrics.push.clone(),
+        ));
         Self {
             id,
             shards,
@@ -258,7 +298,9 @@ impl Shard {
             uploads: Default::default(),
             presence: Rc::default(),
             push,
+            drained: RefCell::default(),
             read_buf: RefCell::new(vec![0; crate::conn::READ_CHUNK]),
+            metrics,
         }
     }
 
@@ -270,6 +312,7 @@ impl Shard {
         if dest == self.id {
             self.handle(msg);
         } else {
+            self.metrics.shard_messages_sent.inc();
             self.outboxes[dest].borrow_mut().push(msg);
             self.outbox_ready[dest].raise();
         }
@@ -297,6 +340,24 @@ impl Shard {
             } => cmd::send::stored(self, reply, msg, duplicate),
             ShardMsg::SessionClosed { user, conn } => self.end_session(user, conn),
             ShardMsg::MediaChecked { reply, result } => self.media_checked(reply, result),
+            ShardMsg::AwaitDrain {
+                conn,
+                from,
+                generation,
+            } => {
+                let shard = self.clone();
+                let notify = move || shard.dispatch(from, ShardMsg::Drained { generation });
+                let entry = self.conns.borrow().get(&conn.id).cloned();
+                match entry {
+                    Some(entry) => entry.out.when_drained(Box::new(notify)),
+                    None => notify(),
+                }
+            }
+            ShardMsg::Drained { generation } => {
+                if let Some(go) = self.drained.borrow().get(&generation) {
+                    go.raise();
+                }
+            }
             ShardMsg::CheckUsers { op, from, ids } => groups::check_users(self, op, from, ids),
             ShardMsg::UsersChecked { op, missing } => self.groups.users_checked(self, op, missing),
             ShardMsg::GroupDeliver {
@@ -381,7 +442,14 @@ impl Shard {
     /// Commits the staged writes, then finishes the work that waited for them, in order.
     pub fn commit_staged(self: &Rc<Self>) {
         let work = std::mem::take(&mut *self.after_commit.borrow_mut());
-        if let Err(e) = self.store.commit() {
+        let started = self.store.has_staged().then(Instant::now);
+        let committed = self.store.commit();
+        if let Some(started) = started {
+            self.metrics
+                .storage_commit_seconds
+                .observe(started.elapsed());
+        }
+        if let Err(e) = committed {
             tracing::error!(
                 shard = self.id,
                 "group commit of {} sends failed: {e}",
@@ -425,7 +493,12 @@ impl Shard {
                     reply,
                     msg,
                     duplicate,
-                } => cmd::send::durable_for_recipient(self, reply, msg, duplicate),
+                } => {
+                    if !duplicate {
+                        self.metrics.messages_stored.inc();
+                    }
+                    cmd::send::durable_for_recipient(self, reply, msg, duplicate)
+                }
                 AfterCommit::RecordedForSender {
                     reply,
                     msg,
@@ -440,6 +513,9 @@ impl Shard {
                     entry,
                     recipients,
                 } => {
+                    if matches!(entry.kind, Some(pb::event::Kind::Message(_))) {
+                        self.metrics.messages_stored.inc();
+                    }
                     self.respond(reply, answer);
                     self.groups.fan_out(self, &entry, &recipients);
                 }
@@ -464,6 +540,9 @@ impl Shard {
         let id = self.next_conn_id.get();
         self.next_conn_id.set(id + 1);
         let entry = Rc::new(ConnEntry::default());
+        entry.opened.set(Some(Instant::now()));
+        entry.last_heard.set(Some(Instant::now()));
+        entry.out.meter.attach(self.metrics.clone());
         self.conns.borrow_mut().insert(id, entry.clone());
         (ConnRef { shard: self.id, id }, entry)
     }
@@ -487,6 +566,28 @@ impl Shard {
                 shard_of_user(user, self.shards),
                 ShardMsg::SessionClosed { user, conn },
             );
+        }
+    }
+
+    /// Closes the connections that did not log in in time or went silent, telling them
+    /// why. Runs about once a second: cheaper than a timer per connection and read.
+    pub fn sweep_timeouts(&self) {
+        let now = Instant::now();
+        let limits = &self.limits;
+        for entry in self.conns.borrow().values() {
+            let logged_in = entry.user.get().is_some() || entry.login_pending.get();
+            let why = match (logged_in, limits.login_timeout, limits.idle_timeout) {
+                (false, Some(t), _) if entry.opened.get().is_some_and(|at| now > at + t) => {
+                    format!("no login within {} s", t.as_secs())
+                }
+                (_, _, Some(t)) if entry.last_heard.get().is_some_and(|at| now > at + t) => {
+                    format!("nothing received for {} s", t.as_secs())
+                }
+                _ => continue,
+            };
+            tracing::debug!(shard = self.id, "closing a connection: {why}");
+            entry.out.push(&error_envelope(0, ErrorCode::Timeout, why));
+            entry.out.close();
         }
     }
 
@@ -530,6 +631,12 @@ impl Shard {
                 entry.login_pending.set(false);
             }
             Auth::LoginFailed => entry.login_pending.set(false),
+            Auth::LoggedOut => {
+                entry.out.push(env);
+                entry.out.close();
+                entry.stop.raise();
+                return;
+            }
         }
         entry.out.push(env);
         if auth != Auth::Unchanged {
@@ -621,7 +728,7 @@ impl Shard {
             (Request::Register { username, .. } | Request::Login { username, .. }, _) => {
                 shard_of_username(username, self.shards)
             }
-            (Request::Resume { token }, _) => crate::auth::token_user(token)
+            (Request::Resume { token }, _) => crate::auth::token_user(token.expose())
                 .map(|u| shard_of_user(u, self.shards))
                 .unwrap_or(self.id),
             (_, None) => {
@@ -657,9 +764,11 @@ impl Shard {
                 | Request::UploadChunk { .. }
                 | Request::UploadFinish { .. }
                 | Request::RegisterPushToken { .. }
-                | Request::UnregisterPushToken { .. },
+                | Request::UnregisterPushToken { .. }
+                | Request::LogoutAll,
                 Some(me),
             ) => shard_of_user(me, self.shards),
+            (Request::Logout, Some(me)) => self.logging_out(entry, reply.conn, me),
             (Request::SubscribePresence { user_ids }, Some(me)) => {
                 entry.watching.borrow_mut().extend(user_ids.iter().copied());
                 shard_of_user(me, self.shards)
@@ -715,19 +824,26 @@ impl Shard {
 
     // ---- sessions of users living on this shard ----
 
-    pub fn begin_session(self: &Rc<Self>, user: u64, conn: ConnRef) {
+    /// `token_hash`: the hash of the session token the connection logged in with.
+    pub fn begin_session(self: &Rc<Self>, user: u64, conn: ConnRef, token_hash: [u8; 32]) {
         let first = {
             let mut sessions = self.sessions.borrow_mut();
             let list = sessions.entry(user).or_default();
-            list.push(Session { conn, stream: None });
+            list.push(Session {
+                conn,
+                stream: None,
+                token_hash,
+            });
             list.len() == 1
         };
+        self.metrics.sessions.inc();
         if first {
+            self.metrics.users_online.inc();
             self.presence.came_online(self, user);
         }
     }
 
-    fn end_session(self: &Rc<Self>, user: u64, conn: ConnRef) {
+    pub fn end_session(self: &Rc<Self>, user: u64, conn: ConnRef) {
         let last = {
             let mut sessions = self.sessions.borrow_mut();
             let Some(list) = sessions.get_mut(&user) else {
@@ -735,6 +851,7 @@ impl Shard {
             };
             let before = list.len();
             list.retain(|s| s.conn != conn);
+            self.metrics.sessions.sub((before - list.len()) as i64);
             let last = list.len() < before && list.is_empty();
             if list.is_empty() {
                 sessions.remove(&user);
@@ -742,8 +859,35 @@ impl Shard {
             last
         };
         if last {
+            self.metrics.users_online.dec();
             self.presence.went_offline(self, user);
         }
+    }
+
+    /// The hash of the token `conn` logged in with, while its session lasts.
+    pub fn session_token(&self, user: u64, conn: ConnRef) -> Option<[u8; 32]> {
+        let sessions = self.sessions.borrow();
+        let session = sessions.get(&user)?.iter().find(|s| s.conn == conn)?;
+        Some(session.token_hash)
+    }
+
+    /// Logout, on the connection's shard: from here on the connection acts for nobody
+    /// (later requests get UNAUTHENTICATED until it closes) and watches no one's presence.
+    /// Returns the user's shard, which revokes the token, ends the session and answers;
+    /// the answer closes the connection (`Auth::LoggedOut`).
+    fn logging_out(self: &Rc<Self>, entry: &ConnEntry, conn: ConnRef, user: u64) -> usize {
+        entry.user.set(None);
+        let targets = entry.watching.take();
+        if !targets.is_empty() {
+            let forward = true;
+            let msg = ShardMsg::Unsubscribe {
+                conn,
+                targets,
+                forward,
+            };
+            self.dispatch(shard_of_user(user, self.shards), msg);
+        }
+        shard_of_user(user, self.shards)
     }
 
     /// Whether the user (of this shard) has a logged-in connection.
@@ -818,6 +962,9 @@ impl Shard {
                     pushes.push(session.conn);
                 }
             }
+        }
+        if matches!(event.kind, Some(pb::event::Kind::Message(_))) {
+            self.metrics.messages_delivered.add(pushes.len() as u64);
         }
         for conn in pushes {
             let env = envelope(0, Body::Event(event.clone()));

@@ -318,6 +318,13 @@ impl Store {
         self.get(CF_TOKENS, token_hash)
     }
 
+    /// Forgets a session token (Logout); forgetting an unknown one is not an error.
+    pub fn delete_token(&self, token_hash: &[u8; 32]) -> Result<()> {
+        let db = self.db()?;
+        db.delete_cf_opt(cf_handle(&db, CF_TOKENS), token_hash, &self.write_opts)?;
+        Ok(())
+    }
+
     // ---- inbox ----
 
     /// The highest seq in `user_id`'s inbox (0 when empty).

@@ -21,6 +21,10 @@ pub struct UserRecord {
     /// Push notifications for the user carry no message text.
     #[prost(bool, tag = "7")]
     pub push_previews_off: bool,
+    /// LogoutAll: every session token whose `TokenRecord.created_us` is at or before this
+    /// is revoked (0 = none). Tokens issued later are created after it (see `cmd::login`).
+    #[prost(uint64, tag = "8")]
+    pub tokens_revoked_us: u64,
 }
 
 /// Column family `tokens`, key sha256(token).

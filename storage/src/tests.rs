@@ -30,6 +30,7 @@ fn user(id: u64, name: &str) -> UserRecord {
         read_receipts_off: false,
         presence_visibility: 0,
         push_previews_off: false,
+        tokens_revoked_us: 0,
     }
 }
 
@@ -58,6 +59,10 @@ fn tokens_are_found_by_hash() {
     s.put_token(&[7; 32], &rec).unwrap();
     assert_eq!(s.token(&[7; 32]).unwrap(), Some(rec));
     assert_eq!(s.token(&[8; 32]).unwrap(), None);
+    s.delete_token(&[7; 32]).unwrap();
+    assert_eq!(s.token(&[7; 32]).unwrap(), None);
+    // Deleting an unknown token is not an error.
+    s.delete_token(&[8; 32]).unwrap();
 }
 
 #[test]

@@ -183,3 +183,23 @@ proptest! {
         let _ = peek_request_id(&bytes);
     }
 }
+
+#[test]
+fn salvaged_request_id_is_the_last_one_as_decoding_takes_it() {
+    // Field 1 twice: a body-less envelope that decodes, and one that does not, report the
+    // same id (found by tests/fuzz.rs, which checks this for every malformed frame).
+    let dec = FrameDecoder::default();
+    for body in [
+        &[0x08, 0x05, 0x08, 0x07][..],
+        &[0x08, 0x05, 0x08, 0x07, 0xff][..],
+    ] {
+        let mut buf = BytesMut::new();
+        buf.put_u32(body.len() as u32);
+        buf.put_slice(body);
+        assert!(matches!(
+            dec.decode(&mut buf),
+            Err(FrameError::Malformed { request_id: 7, .. })
+        ));
+        assert_eq!(peek_request_id(body), Some(7));
+    }
+}

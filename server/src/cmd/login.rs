@@ -6,11 +6,11 @@ use chat_protocol::ErrorCode;
 use chat_storage::TokenRecord;
 
 use crate::auth;
-use crate::clock::Clock;
+use crate::request::Secret;
 use crate::runtime;
 use crate::shard::{Auth, Reply, Shard};
 
-pub fn run(shard: &Rc<Shard>, reply: Reply, username: String, password: String) {
+pub fn run(shard: &Rc<Shard>, reply: Reply, username: String, password: Secret<String>) {
     let shard = shard.clone();
     runtime::spawn(async move {
         let user = match shard.store.user_id_by_name(&username) {
@@ -27,7 +27,7 @@ pub fn run(shard: &Rc<Shard>, reply: Reply, username: String, password: String) 
             .as_ref()
             .map(|u| u.password_hash.clone())
             .unwrap_or_else(|| DUMMY_HASH.to_string());
-        let ok = runtime::blocking(move || auth::verify_password(&password, &phc)).await;
+        let ok = runtime::blocking(move || auth::verify_password(password.expose(), &phc)).await;
         let Some(user) = user.filter(|_| ok) else {
             return failed(
                 &shard,
@@ -37,9 +37,14 @@ pub fn run(shard: &Rc<Shard>, reply: Reply, username: String, password: String) 
             );
         };
         let token = auth::new_token(user.user_id);
+        // Created after any LogoutAll, even one in the same microsecond or one stamped
+        // before the wall clock stepped back (Resume takes only tokens created after it).
         let record = TokenRecord {
             user_id: user.user_id,
-            created_us: Clock::now_us(),
+            created_us: shard
+                .clock
+                .next()
+                .max(user.tokens_revoked_us.saturating_add(1)),
         };
         if let Err(e) = shard.store.put_token(&auth::token_hash(&token), &record) {
             return failed(&shard, reply, ErrorCode::Internal, &e.to_string());

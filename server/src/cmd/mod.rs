@@ -17,6 +17,8 @@ pub mod get_user;
 pub mod history;
 pub mod leave_group;
 pub mod login;
+pub mod logout;
+pub mod logout_all;
 pub mod lookup;
 pub mod mark_read;
 pub mod register;
@@ -42,7 +44,9 @@ pub fn execute(shard: &Rc<Shard>, reply: Reply, user: Option<u64>, req: Request)
             register::run(shard, reply, username, password)
         }
         (Request::Login { username, password }, _) => login::run(shard, reply, username, password),
-        (Request::Resume { token }, _) => resume::run(shard, reply, &token),
+        (Request::Resume { token }, _) => resume::run(shard, reply, token.expose()),
+        (Request::Logout, Some(me)) => logout::run(shard, reply, me),
+        (Request::LogoutAll, Some(me)) => logout_all::run(shard, reply, me),
         (Request::Lookup { username }, Some(_)) => lookup::run(shard, reply, &username),
         (Request::GetUser { user_id }, Some(_)) => get_user::run(shard, reply, user_id),
         // Media is checked and shared on the asset's shard before the send is stored.

@@ -9,11 +9,12 @@ use rand::Rng;
 
 use crate::auth;
 use crate::clock::Clock;
+use crate::request::Secret;
 use crate::routing::shard_of_user;
 use crate::runtime;
 use crate::shard::{Reply, Shard};
 
-pub fn run(shard: &Rc<Shard>, reply: Reply, username: String, password: String) {
+pub fn run(shard: &Rc<Shard>, reply: Reply, username: String, password: Secret<String>) {
     let shard = shard.clone();
     runtime::spawn(async move {
         match shard.store.user_id_by_name(&username) {
@@ -21,7 +22,7 @@ pub fn run(shard: &Rc<Shard>, reply: Reply, username: String, password: String) 
             Ok(Some(_)) => return taken(&shard, reply),
             Err(e) => return shard.internal(reply, &e),
         }
-        let hash = match runtime::blocking(move || auth::hash_password(&password)).await {
+        let hash = match runtime::blocking(move || auth::hash_password(password.expose())).await {
             Ok(hash) => hash,
             Err(e) => return shard.internal(reply, &e),
         };
@@ -37,6 +38,7 @@ pub fn run(shard: &Rc<Shard>, reply: Reply, username: String, password: String) 
             created_us: Clock::now_us(),
             read_receipts_off: false,
             presence_visibility: 0,
+            tokens_revoked_us: 0,
         };
         // Checked again here: another Register may have taken the name while we hashed.
         match shard.store.create_user(&record) {

@@ -15,11 +15,24 @@ pub fn run(shard: &Rc<Shard>, reply: Reply, token: &[u8]) {
     let Some(claimed) = claimed else {
         return failed(shard, reply, ErrorCode::BadCredentials, "unknown token");
     };
-    match shard.store.token(&auth::token_hash(token)) {
-        Ok(Some(record)) if record.user_id == claimed => {
+    let hash = auth::token_hash(token);
+    let record = match shard.store.token(&hash) {
+        Ok(Some(record)) if record.user_id == claimed => record,
+        Ok(_) => return failed(shard, reply, ErrorCode::BadCredentials, "unknown token"),
+        Err(e) => return failed(shard, reply, ErrorCode::Internal, &e.to_string()),
+    };
+    // LogoutAll revoked every token created up to its time (see `cmd::logout_all`).
+    match shard.store.user(claimed) {
+        Ok(Some(user)) if record.created_us > user.tokens_revoked_us => {
             establish(shard, reply, claimed, token.to_vec())
         }
-        Ok(_) => failed(shard, reply, ErrorCode::BadCredentials, "unknown token"),
+        Ok(_) => {
+            // Revoked: forget it, so the tokens column family does not keep it forever.
+            if let Err(e) = shard.store.delete_token(&hash) {
+                tracing::warn!(shard = shard.id, "forgetting a revoked token: {e}");
+            }
+            failed(shard, reply, ErrorCode::BadCredentials, "unknown token")
+        }
         Err(e) => failed(shard, reply, ErrorCode::Internal, &e.to_string()),
     }
 }
@@ -27,11 +40,16 @@ pub fn run(shard: &Rc<Shard>, reply: Reply, token: &[u8]) {
 /// Registers the session on this (the user's) shard and answers LoggedIn, which also marks
 /// the connection authenticated on its own shard.
 pub fn establish(shard: &Rc<Shard>, reply: Reply, user_id: u64, token: Vec<u8>) {
+    let max = shard.limits.max_connections_per_user;
+    if shard.session_conns(user_id).len() >= max {
+        let msg = format!("this user already has {max} connections, the most allowed");
+        return failed(shard, reply, ErrorCode::TooManyConnections, &msg);
+    }
     let acked_seq = match shard.store.acked(user_id) {
         Ok(seq) => seq,
         Err(e) => return failed(shard, reply, ErrorCode::Internal, &e.to_string()),
     };
-    shard.begin_session(user_id, reply.conn);
+    shard.begin_session(user_id, reply.conn, auth::token_hash(&token));
     let body = Body::LoggedIn(pb::LoggedIn {
         user_id,
         token: token.into(),

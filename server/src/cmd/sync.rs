@@ -7,7 +7,10 @@ use chat_protocol::envelope;
 use chat_protocol::pb::{self, envelope::Body};
 
 use crate::runtime;
-use crate::shard::{Auth, Reply, Shard, Stream};
+use prost::Message as _;
+
+use crate::shard::{Auth, Reply, Shard, ShardMsg, Stream};
+use crate::signal::Signal;
 
 /// Events read from storage per step; the task yields between steps.
 const PAGE: usize = 256;
@@ -27,6 +30,7 @@ pub fn run(shard: &Rc<Shard>, reply: Reply, user: u64, after_seq: Option<u64>) {
 }
 
 async fn catch_up(shard: Rc<Shard>, reply: Reply, user: u64, generation: u64) {
+    let page_bytes = (shard.limits.max_outbound_bytes / 4).clamp(16 << 10, 1 << 20);
     loop {
         // Stop if the connection closed or a newer Sync took over.
         let Some(mut stream) = shard.stream(user, reply.conn, generation) else {
@@ -36,11 +40,31 @@ async fn catch_up(shard: Rc<Shard>, reply: Reply, user: u64, generation: u64) {
             Ok(events) => events,
             Err(e) => return shard.internal(reply, &e),
         };
-        let caught_up = events.len() < PAGE;
+        let mut caught_up = events.len() < PAGE;
+        // A page is also bounded in bytes, and the next waits until the connection has
+        // written it: a client with a large backlog gets it at the pace it reads, and the
+        // server holds little of it in memory (see `OutQueue`).
+        let mut bytes = 0;
+        let mut full = false;
+        let events: Vec<_> = events
+            .into_iter()
+            .take_while(|e| {
+                let fits = !full;
+                bytes += e.encoded_len();
+                full = bytes >= page_bytes;
+                fits
+            })
+            .collect();
+        if full {
+            caught_up = false;
+        }
         if let Some(last) = events.last() {
             stream.next_seq = last.seq + 1;
         }
         for event in events {
+            if matches!(event.kind, Some(pb::event::Kind::Message(_))) {
+                shard.metrics.messages_delivered.inc();
+            }
             let env = envelope(0, Body::Event(event));
             shard.to_conn(reply.conn, Auth::Unchanged, env);
         }
@@ -62,6 +86,43 @@ async fn catch_up(shard: Rc<Shard>, reply: Reply, user: u64, generation: u64) {
             return shard.respond(reply, Body::SyncDone(pb::SyncDone { head_seq }));
         }
         shard.set_stream(user, reply.conn, stream);
+        if full && !drained(&shard, reply, user, generation).await {
+            return;
+        }
         runtime::yield_now().await;
     }
+}
+
+/// Waits until the connection has written what was sent to it; false when the stream
+/// ended meanwhile (the connection closed, or another Sync took over).
+async fn drained(shard: &Rc<Shard>, reply: Reply, user: u64, generation: u64) -> bool {
+    let go = Rc::new(Signal::default());
+    shard.drained.borrow_mut().insert(generation, go.clone());
+    let (conn, from) = (reply.conn, shard.id);
+    let ask = ShardMsg::AwaitDrain {
+        conn,
+        from,
+        generation,
+    };
+    shard.dispatch(conn.shard, ask);
+    let alive = loop {
+        let woken = futures_lite::future::or(
+            async {
+                go.wait().await;
+                true
+            },
+            async {
+                runtime::sleep(std::time::Duration::from_secs(1)).await;
+                false
+            },
+        );
+        if woken.await {
+            break true;
+        }
+        if shard.stream(user, reply.conn, generation).is_none() {
+            break false;
+        }
+    };
+    shard.drained.borrow_mut().remove(&generation);
+    alive
 }

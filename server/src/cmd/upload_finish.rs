@@ -53,6 +53,7 @@ fn finish(
     if actual[..] != declared[..] {
         shard.store.stage_end_upload(me, &upload_id, false)?;
         return Ok(Body::Error(pb::Error {
+            retry_after_ms: 0,
             code: ErrorCode::ChecksumMismatch as i32,
             message: format!(
                 "the bytes have SHA-256 {}, not the declared {}; the upload is discarded",

@@ -12,6 +12,7 @@ mod gateway;
 pub mod http;
 
 use std::cell::Cell;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chat_protocol::pb::{self, event};
@@ -20,6 +21,7 @@ use chat_storage::records::PushJob;
 pub use dispatcher::run_dispatcher;
 
 use crate::config::PushConfig;
+use crate::metrics::Counter;
 use crate::shard::Shard;
 use crate::signal::Signal;
 
@@ -30,29 +32,30 @@ pub const MAX_PREVIEW_BYTES: usize = 256;
 /// How often a repeated warning (outbox full, gateway failing) is logged per shard.
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
-/// A shard's push counters, for the metrics endpoint (issue 6). All count since start.
+/// A shard's push counters, exported by the metrics endpoint (`chatd_push_*`): shared with
+/// the shard's [`crate::metrics::ShardMetrics`]. All count since start.
 #[derive(Debug, Default)]
 pub struct PushCounters {
     /// Jobs written to the outbox.
-    pub queued: Cell<u64>,
+    pub queued: Counter,
     /// Notifications the gateway accepted (one covers all of a user's unread jobs).
-    pub sent: Cell<u64>,
+    pub sent: Counter,
     /// Failed requests that will be tried again.
-    pub retried: Cell<u64>,
+    pub retried: Counter,
     /// Jobs not written because the outbox held `push.max_queued`.
-    pub dropped_queue_full: Cell<u64>,
+    pub dropped_queue_full: Counter,
     /// Jobs dropped after `push.max_attempts` failed requests.
-    pub dropped_failed: Cell<u64>,
+    pub dropped_failed: Counter,
     /// Jobs dropped without a request: read on another session, the user came online, or
     /// no token left.
-    pub skipped: Cell<u64>,
+    pub skipped: Counter,
     /// Tokens removed because the gateway rejected them.
-    pub tokens_removed: Cell<u64>,
+    pub tokens_removed: Counter,
 }
 
 /// Adds `n` to a counter.
-fn bump(counter: &Cell<u64>, n: u64) {
-    counter.set(counter.get().saturating_add(n));
+fn bump(counter: &Counter, n: u64) {
+    counter.add(n);
 }
 
 /// A warning that is logged at most once per [`WARN_EVERY`].
@@ -78,7 +81,7 @@ pub struct Push {
     config: PushConfig,
     /// `None`: push is off (no gateway configured).
     endpoint: Option<http::Endpoint>,
-    pub counters: PushCounters,
+    pub counters: Arc<PushCounters>,
     /// Wakes the dispatcher: jobs were staged, a request finished.
     wake: Signal,
     /// Jobs were staged since the dispatcher last looked: wait for more before sending.
@@ -88,7 +91,7 @@ pub struct Push {
 }
 
 impl Push {
-    pub fn new(shard: usize, config: &PushConfig) -> Self {
+    pub fn new(shard: usize, config: &PushConfig, counters: Arc<PushCounters>) -> Self {
         let endpoint =
             config
                 .gateway_url
@@ -104,7 +107,7 @@ impl Push {
         Self {
             config: config.clone(),
             endpoint,
-            counters: PushCounters::default(),
+            counters,
             wake: Signal::default(),
             new_jobs: Cell::new(false),
             full_warning: RateLimited::default(),
@@ -240,6 +243,6 @@ mod tests {
         let mut bad = cfg;
         bad.push.max_in_flight = 0;
         assert!(bad.validate().is_err());
-        assert!(!Push::new(0, &PushConfig::default()).enabled());
+        assert!(!Push::new(0, &PushConfig::default(), Arc::default()).enabled());
     }
 }

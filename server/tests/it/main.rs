@@ -4,11 +4,16 @@
 
 mod accounts;
 mod bad_input;
+mod crash;
 mod groups;
+mod limits;
 mod media;
 mod messaging;
+mod metrics;
 mod presence;
 mod push;
 mod receipts;
 mod restart;
+mod security;
+mod session_fuzz;
 mod support;

@@ -68,6 +68,8 @@ impl TestServer {
             pin_cores: false,
             max_frame_bytes: 256 * 1024,
             max_text_bytes: 64 * 1024,
+            // Any free port: tests run servers in parallel.
+            metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
             ..Config::default()
         };
         // Small chunks: a test file of a few hundred KiB takes many of them.
@@ -97,6 +99,22 @@ impl TestServer {
         if let Some(h) = self.handle.take() {
             h.shutdown();
         }
+    }
+
+    /// Where the running server serves /metrics and /health.
+    pub fn metrics_addr(&self) -> std::net::SocketAddr {
+        let handle = self.handle.as_ref().expect("server running");
+        handle.metrics_addr().expect("metrics endpoint on")
+    }
+
+    /// HOST:PORT of the server.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// The development CA the server's certificate chains to.
+    pub fn ca(&self) -> &std::path::Path {
+        &self.ca
     }
 
     pub fn credentials(&self, name: &str) -> chat_client::Credentials {
@@ -218,6 +236,7 @@ pub fn seed_users(
                     read_receipts_off: false,
                     presence_visibility: 0,
                     push_previews_off: false,
+                    tokens_revoked_us: 0,
                 })
                 .unwrap();
             (name, user_id)
