@@ -125,3 +125,50 @@ fn acked_messages_survive_kill_9_exactly_once_and_in_order() {
     chatd.kill().unwrap();
     chatd.wait().unwrap();
 }
+
+#[test]
+fn sigterm_tells_clients_flushes_and_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let ca = dir.path().join("tls/ca.pem");
+    let mut chatd = spawn_chatd(dir.path(), &addr);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Connection::connect(&addr, &ca).is_err() {
+        assert!(Instant::now() < deadline, "chatd did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let setup = Connection::connect(&addr, &ca).unwrap();
+    setup.register("alice", &password("alice")).unwrap();
+    let bob_id = setup.register("bob", &password("bob")).unwrap();
+    let alice = connect(&addr, &ca, "alice");
+    for i in 1..=10 {
+        alice
+            .send_message_with_id(bob_id, i, &format!("m{i}"))
+            .unwrap();
+    }
+    // SIGTERM through the shell's kill: no extra crate, and sh is everywhere.
+    let status = Command::new("sh")
+        .args(["-c", &format!("kill -TERM {}", chatd.id())])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // Connected clients are told before the connection closes.
+    let env = alice
+        .unsolicited()
+        .recv_timeout(Duration::from_secs(20))
+        .expect("a goodbye frame");
+    match env.body {
+        Some(pb::envelope::Body::Error(e)) => assert_eq!(e.code(), pb::ErrorCode::Unavailable),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(alice.wait_closed(Duration::from_secs(20)));
+    let exit = chatd.wait().unwrap();
+    assert!(exit.success(), "chatd exited with {exit}");
+    // Everything acked is there after a restart.
+    let mut chatd = spawn_chatd(dir.path(), &addr);
+    let bob = connect(&addr, &ca, "bob");
+    let head = bob.sync(Some(0)).unwrap();
+    assert_eq!(head, 10);
+    chatd.kill().unwrap();
+    chatd.wait().unwrap();
+}

@@ -16,4 +16,5 @@ mod receipts;
 mod restart;
 mod security;
 mod session_fuzz;
+mod storm;
 mod support;
