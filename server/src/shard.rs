@@ -550,15 +550,8 @@ impl Shard {
     pub fn close_conn(self: &Rc<Self>, conn: ConnRef) {
         let entry = self.conns.borrow_mut().remove(&conn.id);
         if let Some(entry) = &entry {
-            let targets = entry.watching.take();
-            if let (Some(user), false) = (entry.user.get(), targets.is_empty()) {
-                let forward = true;
-                let msg = ShardMsg::Unsubscribe {
-                    conn,
-                    targets,
-                    forward,
-                };
-                self.dispatch(shard_of_user(user, self.shards), msg);
+            if let Some(user) = entry.user.get() {
+                self.unwatch_all(entry, conn, user);
             }
         }
         if let Some(user) = entry.and_then(|e| e.user.get()) {
@@ -877,6 +870,13 @@ impl Shard {
     /// the answer closes the connection (`Auth::LoggedOut`).
     fn logging_out(self: &Rc<Self>, entry: &ConnEntry, conn: ConnRef, user: u64) -> usize {
         entry.user.set(None);
+        self.unwatch_all(entry, conn, user);
+        shard_of_user(user, self.shards)
+    }
+
+    /// Ends the connection's presence subscriptions, by the path they were made (through
+    /// the watcher's shard, so the unsubscribe cannot overtake a subscribe).
+    fn unwatch_all(self: &Rc<Self>, entry: &ConnEntry, conn: ConnRef, user: u64) {
         let targets = entry.watching.take();
         if !targets.is_empty() {
             let forward = true;
@@ -887,7 +887,6 @@ impl Shard {
             };
             self.dispatch(shard_of_user(user, self.shards), msg);
         }
-        shard_of_user(user, self.shards)
     }
 
     /// Whether the user (of this shard) has a logged-in connection.

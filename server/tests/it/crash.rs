@@ -55,12 +55,13 @@ fn connect(addr: &str, ca: &Path, name: &str) -> Connection {
     }
 }
 
-#[test]
-fn acked_messages_survive_kill_9_exactly_once_and_in_order() {
+/// A chatd process on a new data directory with users alice and bob: (data directory,
+/// address, CA, process).
+fn first_start() -> (tempfile::TempDir, String, std::path::PathBuf, Child) {
     let dir = tempfile::tempdir().unwrap();
     let addr = format!("127.0.0.1:{}", free_port());
     let ca = dir.path().join("tls/ca.pem");
-    let mut chatd = spawn_chatd(dir.path(), &addr);
+    let chatd = spawn_chatd(dir.path(), &addr);
     let deadline = Instant::now() + Duration::from_secs(60);
     while Connection::connect(&addr, &ca).is_err() {
         assert!(Instant::now() < deadline, "chatd did not come up");
@@ -68,7 +69,14 @@ fn acked_messages_survive_kill_9_exactly_once_and_in_order() {
     }
     let setup = Connection::connect(&addr, &ca).unwrap();
     setup.register("alice", &password("alice")).unwrap();
-    let bob_id = setup.register("bob", &password("bob")).unwrap();
+    setup.register("bob", &password("bob")).unwrap();
+    (dir, addr, ca, chatd)
+}
+
+#[test]
+fn acked_messages_survive_kill_9_exactly_once_and_in_order() {
+    let (dir, addr, ca, mut chatd) = first_start();
+    let bob_id = connect(&addr, &ca, "alice").lookup("bob").unwrap();
 
     // Alice sends 1..=N with client_msg_id = i; after a failure she reconnects and sends
     // the same i again (the server stores a retry once).
@@ -128,18 +136,8 @@ fn acked_messages_survive_kill_9_exactly_once_and_in_order() {
 
 #[test]
 fn sigterm_tells_clients_flushes_and_exits_cleanly() {
-    let dir = tempfile::tempdir().unwrap();
-    let addr = format!("127.0.0.1:{}", free_port());
-    let ca = dir.path().join("tls/ca.pem");
-    let mut chatd = spawn_chatd(dir.path(), &addr);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Connection::connect(&addr, &ca).is_err() {
-        assert!(Instant::now() < deadline, "chatd did not come up");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let setup = Connection::connect(&addr, &ca).unwrap();
-    setup.register("alice", &password("alice")).unwrap();
-    let bob_id = setup.register("bob", &password("bob")).unwrap();
+    let (dir, addr, ca, mut chatd) = first_start();
+    let bob_id = connect(&addr, &ca, "alice").lookup("bob").unwrap();
     let alice = connect(&addr, &ca, "alice");
     for i in 1..=10 {
         alice
