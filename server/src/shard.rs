@@ -946,6 +946,7 @@ impl Shard {
     /// exactly at that seq. A stream that is behind is being caught up from storage and
     /// will read it there.
     pub fn on_appended(self: &Rc<Self>, user: u64, event: &pb::Event) {
+        self.metrics.inbox_appended.inc();
         let mut pushes = Vec::new();
         {
             let mut sessions = self.sessions.borrow_mut();

@@ -25,6 +25,7 @@ pub fn run(shard: &Rc<Shard>, reply: Reply, user: u64, up_to_seq: u64) {
         Ok(acked_seq) => {
             shard.respond(reply, Body::Acked(pb::Acked { acked_seq }));
             if acked_seq > before {
+                shard.metrics.inbox_acked.add(acked_seq - before);
                 // The events just acked were delivered: tell their senders.
                 crate::receipts::acked(shard, user, before, acked_seq);
             }

@@ -150,6 +150,11 @@ pub struct ShardMetrics {
     pub messages_stored: Counter,
     /// Message events sent to this shard's users' connections, live or catching up.
     pub messages_delivered: Counter,
+    /// Events made durable in this shard's users' inboxes (messages, group changes,
+    /// receipts), and events those users acknowledged: pending = appended - acked, plus
+    /// whatever was pending when the process started.
+    pub inbox_appended: Counter,
+    pub inbox_acked: Counter,
     /// `ShardMsg`s queued for another shard.
     pub shard_messages_sent: Counter,
     /// `ShardMsg`s received from other shards.
@@ -182,6 +187,8 @@ impl ShardMetrics {
             sessions: Gauge::default(),
             messages_received: Counter::default(),
             messages_stored: Counter::default(),
+            inbox_appended: Counter::default(),
+            inbox_acked: Counter::default(),
             messages_delivered: Counter::default(),
             shard_messages_sent: Counter::default(),
             shard_messages_received: Counter::default(),

@@ -153,6 +153,18 @@ pub fn render(shards: &[Arc<ShardMetrics>]) -> String {
     );
     t.counter(
         shards,
+        "chatd_inbox_events_appended_total",
+        "Events made durable in users' inboxes (messages, group changes, receipts).",
+        |s| &s.inbox_appended,
+    );
+    t.counter(
+        shards,
+        "chatd_inbox_events_acked_total",
+        "Inbox events users acknowledged (Ack); appended - acked is the backlog's growth.",
+        |s| &s.inbox_acked,
+    );
+    t.counter(
+        shards,
         "chatd_shard_messages_sent_total",
         "Messages queued for another shard.",
         |s| &s.shard_messages_sent,

@@ -191,6 +191,7 @@ fn metrics_are_served_in_the_prometheus_format_after_real_traffic() {
             .unwrap();
         assert_eq!(next_message(&bob).seq, i);
     }
+    bob.ack(3).unwrap();
     let group = alice.create_group("metrics", &[bob_login.user_id]).unwrap();
     alice
         .send_group_message(group.group_id, 100, "hi all")
@@ -235,6 +236,9 @@ fn metrics_are_served_in_the_prometheus_format_after_real_traffic() {
     assert!(sum("chatd_messages_delivered_total") >= SENT as f64);
     assert!(sum("chatd_shard_messages_sent_total") >= SENT as f64);
     assert!(sum("chatd_shard_messages_received_total") >= SENT as f64);
+    // Bob's inbox got the five messages (and more: group events); he acked three.
+    assert!(sum("chatd_inbox_events_appended_total") >= SENT as f64);
+    assert_eq!(sum("chatd_inbox_events_acked_total"), 3.0);
     assert!(sum("chatd_client_bytes_received_total") > 0.0);
     assert!(sum("chatd_client_bytes_sent_total") > 0.0);
     assert!(sum("chatd_process_resident_memory_bytes") > 0.0);
