@@ -25,7 +25,10 @@ pub struct Progress {
     pub group_id: u64,
     pub member: u64,
     pub delivered: u64,
+    /// Read up to here, shared with the senders (0 when the member does not share reads).
     pub read: u64,
+    /// The member's own read position (MarkRead), shared or not.
+    pub marker: u64,
 }
 
 /// Whether `user` (of this shard) sends and receives read receipts.
@@ -152,14 +155,35 @@ pub fn group_progress(shard: &Rc<Shard>, p: Progress, reply: Option<Reply>) {
             Err(e) => tracing::error!(shard = shard.id, "finding group senders: {e}"),
         }
     }
-    if let Some(reply) = reply {
-        shard.after_commit(AfterCommit::Answer {
-            reply,
-            body: Body::Done(pb::Done {}),
-        });
-    } else {
-        shard.want_commit();
+    match reply {
+        // A MarkRead: now that membership is confirmed, the member's own shard records its
+        // read marker and answers.
+        Some(reply) => shard.after_commit(AfterCommit::Dispatch {
+            dest: shard_of_user(p.member, shard.shards),
+            msg: Box::new(ShardMsg::GroupReadMarked {
+                reply,
+                member: p.member,
+                group_id: p.group_id,
+                up_to_seq: p.marker,
+            }),
+        }),
+        None => shard.want_commit(),
     }
+}
+
+/// On the member's shard, after the group's shard accepted its MarkRead: the read marker
+/// (which keeps push notifications for what was read elsewhere from being sent).
+pub fn group_read_marked(shard: &Rc<Shard>, reply: Reply, member: u64, group_id: u64, up_to: u64) {
+    if let Err(e) = shard
+        .store
+        .advance_read_marker(member, true, group_id, up_to)
+    {
+        return shard.internal(reply, &e);
+    }
+    shard.after_commit(AfterCommit::Answer {
+        reply,
+        body: Body::Done(pb::Done {}),
+    });
 }
 
 /// GetReceipts, on the group's shard: who has received and read message `seq`.

@@ -130,6 +130,14 @@ pub enum ShardMsg {
         typing: bool,
         members: Vec<u64>,
     },
+    /// For a member's shard: the group's shard accepted the member's MarkRead; record the
+    /// member's read marker and answer.
+    GroupReadMarked {
+        reply: Reply,
+        member: u64,
+        group_id: u64,
+        up_to_seq: u64,
+    },
     /// For a group's shard: a member has received (`delivered`) and/or read (`read`) the
     /// group up to those group seqs (0 = no news). `reply` is answered for a MarkRead;
     /// `share_read` is false when the member turned read receipts off.
@@ -413,9 +421,16 @@ impl Shard {
                     member,
                     delivered,
                     read: if share_read { read } else { 0 },
+                    marker: read,
                 },
                 reply,
             ),
+            ShardMsg::GroupReadMarked {
+                reply,
+                member,
+                group_id,
+                up_to_seq,
+            } => crate::receipts::group_read_marked(self, reply, member, group_id, up_to_seq),
         }
     }
 

@@ -1,6 +1,7 @@
 //! MarkRead: the caller has read a conversation up to a seq. Runs on the caller's shard,
 //! which keeps the caller's read marker and knows whether they share read receipts; a
-//! group's part continues on the group's shard (see `receipts`).
+//! group's part continues on the group's shard and comes back for the marker (see
+//! `receipts`).
 
 use std::rc::Rc;
 
@@ -36,14 +37,9 @@ pub fn run(shard: &Rc<Shard>, reply: Reply, me: u64, with: Conversation, up_to_s
                 body: Body::Done(pb::Done {}),
             });
         }
+        // The group's shard checks membership first; the read marker is written when it
+        // answers (`receipts::group_read_marked`), so an outsider's MarkRead changes nothing.
         Conversation::Group(group_id) => {
-            if let Err(e) = shard
-                .store
-                .advance_read_marker(me, true, group_id, up_to_seq)
-            {
-                return shard.internal(reply, &e);
-            }
-            shard.want_commit();
             shard.dispatch(
                 shard_of_group(group_id, shard.shards),
                 ShardMsg::GroupProgress {

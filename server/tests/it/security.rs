@@ -151,7 +151,7 @@ fn image() -> MediaSpec {
 
 #[test]
 fn an_outsider_is_refused_every_group_asset_and_history_operation() {
-    let server = TestServer::start(2);
+    let mut server = TestServer::start(2);
     let (alice, a) = server.user(&name_on_shard("alice", 0, 2));
     let (bob, b) = server.user(&name_on_shard("bob", 1, 2));
     let (mallory, m) = server.user(&name_on_shard("mallory", 1, 2));
@@ -272,4 +272,13 @@ fn an_outsider_is_refused_every_group_asset_and_history_operation() {
         group_id: g,
     }));
     assert_eq!(code(raw), ErrorCode::AssetNotFound);
+    // Not even mallory's own read marker for the group was written.
+    drop((alice, bob, mallory));
+    server.stop();
+    let store = chat_storage::Store::open(
+        &server.dir.path().join("shard-1"),
+        chat_storage::Durability::Wal,
+    )
+    .unwrap();
+    assert_eq!(store.read_marker(m, true, g).unwrap(), 0);
 }
