@@ -49,9 +49,18 @@ struct Args {
     /// Log filter, e.g. `info` or `chat_server=debug` [env: RUST_LOG; default: info]
     #[arg(long, value_name = "FILTER")]
     log: Option<String>,
+    /// Log lines as human-readable text or as one JSON object per line
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
     /// Validate the configuration, print it, and exit.
     #[arg(long)]
     check_config: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -61,9 +70,13 @@ fn main() -> anyhow::Result<()> {
         .clone()
         .or_else(|| std::env::var("RUST_LOG").ok())
         .unwrap_or_else(|| "info".into());
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .init();
+    let logs =
+        tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new(filter));
+    match args.log_format {
+        LogFormat::Text => logs.init(),
+        // One JSON object per line, fields included, for log shippers.
+        LogFormat::Json => logs.json().init(),
+    }
 
     let mut config = match &args.config {
         Some(path) => Config::from_file(path)?,
