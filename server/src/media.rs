@@ -152,6 +152,34 @@ pub fn new_asset_id(shard: &Shard) -> Result<[u8; 16], StorageError> {
     }
 }
 
+/// Drops this shard's uploads that have expired, a batch at a time: abandoned uploads of
+/// users who never come back would otherwise keep their bytes forever.
+pub fn sweep_expired(shard: &Shard) {
+    const BATCH: usize = 256;
+    let before = Clock::now_us().saturating_sub(UPLOAD_TTL_US);
+    let expired = match shard.store.uploads_started_before(before, BATCH) {
+        Ok(e) => e,
+        Err(e) => return tracing::error!(shard = shard.id, "finding expired uploads: {e}"),
+    };
+    for record in &expired {
+        let Ok(id) = <[u8; 16]>::try_from(&record.upload_id[..]) else {
+            continue;
+        };
+        if let Err(e) = shard.store.stage_end_upload(record.owner, &id, false) {
+            return tracing::error!(shard = shard.id, "dropping an expired upload: {e}");
+        }
+        shard.uploads.remove(&id);
+    }
+    if !expired.is_empty() {
+        tracing::info!(
+            shard = shard.id,
+            count = expired.len(),
+            "dropped expired uploads"
+        );
+        shard.want_commit();
+    }
+}
+
 /// Whether an upload started at `created_us` has expired.
 pub fn expired(created_us: u64) -> bool {
     Clock::now_us().saturating_sub(created_us) > UPLOAD_TTL_US

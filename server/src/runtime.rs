@@ -26,6 +26,8 @@ type Batch = Vec<ShardMsg>;
 
 /// Capacity, in batches, of each shard-to-shard channel.
 const MESH_CAPACITY: usize = 1024;
+/// How often a shard drops expired uploads.
+const UPLOAD_SWEEP: Duration = Duration::from_secs(600);
 /// How often a shard looks for connections past their login or idle timeout.
 const TIMEOUT_SWEEP: Duration = Duration::from_millis(500);
 /// How often an idle shard checks for shutdown.
@@ -395,6 +397,14 @@ async fn run_shard(seed: ShardSeed) {
             }
         }));
     }
+    // Uploads abandoned for a day.
+    let sweeping = shard.clone();
+    services.push(glommio::spawn_local(async move {
+        loop {
+            crate::media::sweep_expired(&sweeping);
+            glommio::timer::sleep(UPLOAD_SWEEP).await;
+        }
+    }));
     // Group entries some member shard had not confirmed before the last stop.
     shard.groups.resume_fanouts(&shard);
     // Push notifications, including jobs left in the outbox by the last run.

@@ -50,6 +50,27 @@ impl Store {
         Ok(out)
     }
 
+    /// Up to `limit` unfinished uploads, of any owner, started before `before_us`.
+    pub fn uploads_started_before(
+        &self,
+        before_us: u64,
+        limit: usize,
+    ) -> Result<Vec<UploadRecord>> {
+        let db = self.db()?;
+        let mut out = Vec::new();
+        for item in db.iterator_cf(cf_handle(&db, CF_UPLOADS), rocksdb::IteratorMode::Start) {
+            let (_, value) = item?;
+            let record: UploadRecord = crate::decode(CF_UPLOADS, &value)?;
+            if record.created_us < before_us {
+                out.push(record);
+                if out.len() == limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
     pub fn upload(&self, owner: u64, upload_id: &[u8; 16]) -> Result<Option<UploadRecord>> {
         self.get(CF_UPLOADS, &keys::upload(owner, upload_id))
     }

@@ -272,3 +272,29 @@ fn group_delivery_stores_one_copy_and_a_reference_per_member() {
     );
     assert_eq!(s.read_inbox(21, 0, 10).unwrap()[0].kind, inbox[1].kind);
 }
+
+#[test]
+fn abandoned_uploads_are_found_by_age_and_ending_them_frees_their_bytes() {
+    let (_dir, store) = store();
+    let upload = |id: u8, created_us| records::UploadRecord {
+        upload_id: vec![id; 16],
+        owner: 7,
+        media: Some(pb::Media::default()),
+        received: 3,
+        created_us,
+    };
+    for (id, created) in [(1u8, 100u64), (2, 5_000)] {
+        store.stage_upload(&upload(id, created)).unwrap();
+        store.stage_upload_chunk(&[id; 16], 0, b"abc").unwrap();
+    }
+    store.commit().unwrap();
+    assert_eq!(store.content_stats().unwrap(), (2, 6));
+    let old = store.uploads_started_before(1_000, 10).unwrap();
+    assert_eq!(old.len(), 1);
+    assert_eq!(old[0].upload_id, vec![1u8; 16]);
+    store.stage_end_upload(7, &[1; 16], false).unwrap();
+    store.commit().unwrap();
+    assert_eq!(store.content_stats().unwrap(), (1, 3));
+    assert!(store.upload(7, &[1; 16]).unwrap().is_none());
+    assert!(store.upload(7, &[2; 16]).unwrap().is_some());
+}
