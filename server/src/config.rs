@@ -102,10 +102,12 @@ impl Default for MediaConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct PushConfig {
-    /// `http://host:port/path` of the gateway; unset = no notifications (no jobs are
-    /// written). Plain HTTP only: reach a TLS gateway through a local TLS-terminating
-    /// sidecar.
+    /// `https://host:port/path` (or `http://` for a gateway on a trusted network) of the
+    /// gateway; unset = no notifications (no jobs are written).
     pub gateway_url: Option<String>,
+    /// PEM file of the certificate authorities an `https` gateway's certificate must
+    /// chain to; unset = the system's bundle, `/etc/ssl/certs/ca-certificates.crt`.
+    pub ca_file: Option<std::path::PathBuf>,
     /// How long a shard gathers jobs before sending, so a burst becomes one notification
     /// per user.
     pub coalesce_ms: u64,
@@ -125,6 +127,7 @@ impl Default for PushConfig {
     fn default() -> Self {
         Self {
             gateway_url: None,
+            ca_file: None,
             coalesce_ms: 1000,
             max_queued: 100_000,
             max_attempts: 8,
@@ -138,8 +141,12 @@ impl Default for PushConfig {
 impl PushConfig {
     fn validate(&self) -> anyhow::Result<()> {
         if let Some(url) = &self.gateway_url {
-            crate::push::http::Endpoint::parse(url)
+            let endpoint = crate::push::http::Endpoint::parse(url)
                 .map_err(|e| anyhow::anyhow!("push.gateway_url {url:?}: {e}"))?;
+            if endpoint.tls {
+                crate::push::http::tls_connector(self.ca_file.as_deref())
+                    .map_err(|e| anyhow::anyhow!("push.ca_file: {e}"))?;
+            }
         }
         anyhow::ensure!(
             self.coalesce_ms <= 60_000,

@@ -270,7 +270,8 @@ impl Dispatcher {
         let timeout = Duration::from_millis(shard.push.config.timeout_ms);
         let this = self.clone();
         runtime::spawn(async move {
-            let result = http::post_json(&this.endpoint, &body, timeout).await;
+            let tls = this.shard.push.tls.as_ref();
+            let result = http::post_json(&this.endpoint, tls, &body, timeout).await;
             this.in_flight.set(this.in_flight.get().saturating_sub(1));
             this.finish_attempt(user, unread, result);
             this.shard.want_commit();

@@ -1,13 +1,14 @@
 //! A minimal HTTP/1.1 client for the push gateway: one POST per connection
-//! (`Connection: close`), non-blocking on the shard (glommio sockets via `runtime`; name
-//! resolution on the blocking pool). Plain `http://` only: a gateway behind TLS is reached
-//! through a local TLS-terminating sidecar.
+//! (`Connection: close`), over TLS for `https://` (rustls, the roots of `push.ca_file`),
+//! non-blocking on the shard (glommio sockets via `runtime`; name resolution on the
+//! blocking pool).
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_rustls::TlsConnector;
 
 use crate::runtime;
 
@@ -17,6 +18,8 @@ const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 /// Where the gateway is: parsed from `push.gateway_url`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
+    /// `https://`.
+    pub tls: bool,
     pub host: String,
     pub port: u16,
     /// Path and query, starting with `/`.
@@ -24,17 +27,13 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// Parses `http://host[:port][/path]` (port 80 and path `/` when absent; an IPv6
-    /// host in brackets).
+    /// Parses `http[s]://host[:port][/path]` (port 80 or 443 and path `/` when absent;
+    /// an IPv6 host in brackets).
     pub fn parse(url: &str) -> Result<Self, String> {
-        let Some(rest) = url.strip_prefix("http://") else {
-            return Err(if url.starts_with("https://") {
-                "https is not supported: run a local TLS-terminating proxy and point \
-                 gateway_url at it with http://"
-                    .into()
-            } else {
-                "must start with http://".into()
-            });
+        let (tls, rest) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+            (Some(rest), _) => (true, rest),
+            (None, Some(rest)) => (false, rest),
+            (None, None) => return Err("must start with https:// or http://".into()),
         };
         if url.chars().any(|c| c.is_whitespace() || c.is_control()) || url.contains('#') {
             return Err("must not contain spaces, control characters or a #fragment".into());
@@ -63,11 +62,13 @@ impl Endpoint {
         if host.is_empty() {
             return Err("has no host".into());
         }
+        let default_port = if tls { 443 } else { 80 };
         let port = match port {
-            None => 80,
+            None => default_port,
             Some(p) => p.parse::<u16>().ok().filter(|p| *p > 0).ok_or("bad port")?,
         };
         Ok(Self {
+            tls,
             host: host.to_string(),
             port,
             path: path.to_string(),
@@ -81,7 +82,7 @@ impl Endpoint {
         } else {
             self.host.clone()
         };
-        if self.port == 80 {
+        if self.port == if self.tls { 443 } else { 80 } {
             host
         } else {
             format!("{host}:{}", self.port)
@@ -117,37 +118,61 @@ impl Response {
     }
 }
 
-/// POSTs a JSON body and reads the answer, all within `timeout`.
+/// Where the system keeps its certificate authorities (Debian, Ubuntu).
+const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// TLS for an `https` gateway: its certificate must chain to a root in `ca_file` (PEM;
+/// the system's bundle when unset).
+pub fn tls_connector(ca_file: Option<&std::path::Path>) -> Result<GatewayTls, String> {
+    use rustls_pki_types::pem::PemObject;
+    let path = ca_file.unwrap_or(std::path::Path::new(SYSTEM_ROOTS));
+    let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("reading {}: {e}", path.display()))?
+        .filter_map(Result::ok);
+    let mut roots = rustls::RootCertStore::empty();
+    let (added, _) = roots.add_parsable_certificates(certs);
+    if added == 0 {
+        return Err(format!("{} holds no usable certificate", path.display()));
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(GatewayTls(TlsConnector::from(std::sync::Arc::new(config))))
+}
+
+/// The TLS client side for an `https` gateway.
+#[derive(Clone)]
+pub struct GatewayTls(TlsConnector);
+
+impl std::fmt::Debug for GatewayTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GatewayTls")
+    }
+}
+
+/// POSTs a JSON body and reads the answer, all within `timeout`; over TLS with `tls` for
+/// an `https` endpoint.
 pub async fn post_json(
     endpoint: &Endpoint,
+    tls: Option<&GatewayTls>,
     body: &[u8],
     timeout: Duration,
 ) -> io::Result<Response> {
     let exchange = async {
         let addr = endpoint.resolve().await?;
-        let mut stream = runtime::connect_tcp(addr).await?;
-        let mut request = format!(
-            "POST {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: chatd\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            endpoint.path,
-            endpoint.host_header(),
-            body.len()
-        )
-        .into_bytes();
-        request.extend_from_slice(body);
-        stream.write_all(&request).await?;
-        stream.flush().await?;
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 4096];
-        loop {
-            let n = stream.read(&mut chunk).await?;
-            buf.extend_from_slice(&chunk[..n]);
-            if let Some(response) = parse_response(&buf, n == 0)? {
-                return Ok(response);
+        let tcp = runtime::connect_tcp(addr).await?;
+        let request = request(endpoint, body);
+        match (endpoint.tls, tls) {
+            (false, _) => exchange(tcp, &request).await,
+            (true, Some(GatewayTls(connector))) => {
+                let name = rustls_pki_types::ServerName::try_from(endpoint.host.clone())
+                    .map_err(|_| invalid("the gateway's host is not a valid TLS name"))?;
+                exchange(connector.connect(name, tcp).await?, &request).await
             }
-            if buf.len() > MAX_RESPONSE_BYTES {
-                return Err(invalid("response too large"));
-            }
+            (true, None) => Err(invalid("https gateway without TLS roots")),
         }
     };
     futures_lite::future::or(exchange, async {
@@ -155,6 +180,46 @@ pub async fn post_json(
         Err(io::Error::new(io::ErrorKind::TimedOut, "gateway timed out"))
     })
     .await
+}
+
+/// The request's bytes: head and JSON body.
+fn request(endpoint: &Endpoint, body: &[u8]) -> Vec<u8> {
+    let mut request = format!(
+        "POST {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: chatd\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        endpoint.path,
+        endpoint.host_header(),
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    request
+}
+
+/// Writes the request and reads the whole response.
+async fn exchange(
+    mut stream: impl futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin,
+    request: &[u8],
+) -> io::Result<Response> {
+    stream.write_all(request).await?;
+    stream.flush().await?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = match stream.read(&mut chunk).await {
+            // A TLS peer that closes without close_notify: the end, for a response read
+            // to the end of the connection.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => 0,
+            other => other?,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(response) = parse_response(&buf, n == 0)? {
+            return Ok(response);
+        }
+        if buf.len() > MAX_RESPONSE_BYTES {
+            return Err(invalid("response too large"));
+        }
+    }
 }
 
 fn invalid(what: &str) -> io::Error {
@@ -265,7 +330,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn urls_parse_and_https_is_refused() {
+    fn urls_parse_with_http_and_https() {
         let e = Endpoint::parse("http://127.0.0.1:8088/_matrix/push/v1/notify").unwrap();
         assert_eq!(
             (e.host.as_str(), e.port, e.path.as_str()),
@@ -281,8 +346,12 @@ mod tests {
             ("::1", 9000, "/p?x=1")
         );
         assert_eq!(e.host_header(), "[::1]:9000");
+        let e = Endpoint::parse("https://push.example/notify").unwrap();
+        assert!(e.tls);
+        assert_eq!((e.port, e.host_header()), (443, "push.example".to_string()));
+        let e = Endpoint::parse("https://push.example:8443/").unwrap();
+        assert_eq!(e.host_header(), "push.example:8443");
         for bad in [
-            "https://gw/notify",
             "ftp://gw/",
             "http://",
             "http://:80/",

@@ -81,6 +81,8 @@ pub struct Push {
     config: PushConfig,
     /// `None`: push is off (no gateway configured).
     endpoint: Option<http::Endpoint>,
+    /// For an `https` gateway.
+    tls: Option<http::GatewayTls>,
     pub counters: Arc<PushCounters>,
     /// Wakes the dispatcher: jobs were staged, a request finished.
     wake: Signal,
@@ -104,9 +106,18 @@ impl Push {
                         None
                     }
                 });
+        let tls = endpoint.as_ref().filter(|e| e.tls).and_then(|_| {
+            http::tls_connector(config.ca_file.as_deref())
+                .map_err(|e| tracing::error!(shard, "push is off: push.ca_file: {e}"))
+                .ok()
+        });
+        // An https gateway without usable roots cannot be reached (`Config::validate`
+        // refuses this before a shard starts).
+        let endpoint = endpoint.filter(|e| !e.tls || tls.is_some());
         Self {
             config: config.clone(),
             endpoint,
+            tls,
             counters,
             wake: Signal::default(),
             new_jobs: Cell::new(false),
@@ -237,8 +248,10 @@ mod tests {
         assert_eq!(cfg.push.max_queued, 100_000);
         assert!(cfg.validate().is_ok());
         assert!(toml::from_str::<crate::Config>("[push]\nurl = \"x\"").is_err());
+        // An https gateway needs roots it can read.
         let mut bad = cfg.clone();
         bad.push.gateway_url = Some("https://gw.example/notify".into());
+        bad.push.ca_file = Some("/nonexistent/ca.pem".into());
         assert!(bad.validate().is_err());
         let mut bad = cfg;
         bad.push.max_in_flight = 0;

@@ -69,6 +69,27 @@ struct Gateway {
 
 impl Gateway {
     fn start(script: Vec<Answer>) -> Self {
+        Self::start_with(script, None)
+    }
+
+    /// The same gateway behind TLS, with a certificate for `localhost` that the PEM file
+    /// `ca` (written here) makes trusted.
+    fn start_tls(script: Vec<Answer>, ca: &std::path::Path) -> Self {
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        std::fs::write(ca, cert.cert.pem()).unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.key_pair.serialize_der().into());
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.cert.der().clone()], key)
+        .unwrap();
+        Self::start_with(script, Some(Arc::new(config)))
+    }
+
+    fn start_with(script: Vec<Answer>, tls: Option<Arc<rustls::ServerConfig>>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new((
@@ -80,18 +101,35 @@ impl Gateway {
         ));
         let stop = Arc::new(AtomicBool::new(false));
         let (shared, stopping) = (state.clone(), stop.clone());
+        let url = match tls {
+            None => format!("http://{addr}{NOTIFY_PATH}"),
+            Some(_) => format!("https://localhost:{}{NOTIFY_PATH}", addr.port()),
+        };
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 if stopping.load(Ordering::SeqCst) {
                     return;
                 }
-                if let Ok(stream) = stream {
-                    serve(stream, &shared);
+                let Ok(stream) = stream else { continue };
+                stream.set_read_timeout(Some(WAIT)).unwrap();
+                match &tls {
+                    None => {
+                        serve(stream, &shared);
+                    }
+                    Some(config) => {
+                        let conn = rustls::ServerConnection::new(config.clone()).unwrap();
+                        if let Some(mut tls) =
+                            serve(rustls::StreamOwned::new(conn, stream), &shared)
+                        {
+                            tls.conn.send_close_notify();
+                            let _ = tls.flush();
+                        }
+                    }
                 }
             }
         });
         Gateway {
-            url: format!("http://{addr}{NOTIFY_PATH}"),
+            url,
             state,
             stop,
             addr,
@@ -144,13 +182,12 @@ impl Drop for Gateway {
     }
 }
 
-/// Reads one request, records it, answers it.
-fn serve(stream: TcpStream, shared: &(Mutex<GatewayState>, Condvar)) {
-    stream.set_read_timeout(Some(WAIT)).unwrap();
+/// Reads one request, records it, answers it; returns the stream to be closed.
+fn serve<S: Read + Write>(stream: S, shared: &(Mutex<GatewayState>, Condvar)) -> Option<S> {
     let mut reader = BufReader::new(stream);
     let mut request_line = String::new();
     if reader.read_line(&mut request_line).is_err() || request_line.is_empty() {
-        return;
+        return None;
     }
     let mut parts = request_line.split_whitespace();
     let method = parts.next().unwrap_or_default().to_string();
@@ -205,15 +242,20 @@ fn serve(stream: TcpStream, shared: &(Mutex<GatewayState>, Condvar)) {
          Connection: close\r\n\r\n{reply}",
         reply.len()
     );
+    let _ = stream.flush();
+    Some(stream)
 }
 
 thread_local! {
     /// The gateway of the test running on this thread (config tweaks are plain fns).
     static GATEWAY_URL: RefCell<String> = const { RefCell::new(String::new()) };
+    /// The CA file of an https gateway.
+    static GATEWAY_CA: RefCell<Option<std::path::PathBuf>> = const { RefCell::new(None) };
 }
 
 fn push_config(config: &mut Config) {
     config.push.gateway_url = Some(GATEWAY_URL.with(|u| u.borrow().clone()));
+    config.push.ca_file = GATEWAY_CA.with(|c| c.borrow().clone());
     config.push.coalesce_ms = 700;
     config.push.retry_initial_ms = 100;
 }
@@ -611,4 +653,21 @@ fn push_jobs_survive_a_restart() {
         (Some(1), Some(ack.seq))
     );
     assert_eq!(n["preview"], "before the restart");
+}
+
+#[test]
+fn push_reaches_an_https_gateway_that_the_configured_ca_vouches_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("gateway-ca.pem");
+    let gateway = Gateway::start_tls(vec![], &ca);
+    GATEWAY_CA.with(|c| *c.borrow_mut() = Some(ca.clone()));
+    let server = start(&gateway, push_config);
+    GATEWAY_CA.with(|c| *c.borrow_mut() = None);
+    let (alice, _) = server.user("alice");
+    let bob = offline_user(&server, "bob", &["tls-token"], &alice);
+    alice.send_message(bob, "over tls").unwrap();
+    let got = gateway.for_user(bob, 1);
+    assert_eq!(got[0].path, NOTIFY_PATH);
+    assert_eq!(got[0].notification()["preview"], "over tls");
+    assert_eq!(got[0].notification()["devices"], devices(&["tls-token"]));
 }
