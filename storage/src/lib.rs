@@ -131,6 +131,10 @@ pub struct HistoryPage {
     pub more: bool,
 }
 
+/// How long the idempotency records of sends are kept (at least: compaction drops them
+/// some time after). A client retries a send whose ack it lost within minutes or hours.
+pub const IDEMPOTENCY_TTL_US: u64 = 7 * 24 * 3600 * 1_000_000;
+
 /// One shard's RocksDB instance.
 pub struct Store {
     /// `None` once closed: closing must not wait for every holder of the store to go away.
@@ -163,6 +167,15 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Opens (creating if needed) the store in `dir`.
     pub fn open(dir: &Path, durability: Durability) -> Result<Self> {
+        Self::open_with_ttl(dir, durability, IDEMPOTENCY_TTL_US)
+    }
+
+    /// [`Store::open`] with another lifetime for idempotency records (tests).
+    pub fn open_with_ttl(
+        dir: &Path,
+        durability: Durability,
+        idempotency_ttl_us: u64,
+    ) -> Result<Self> {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
@@ -177,6 +190,12 @@ impl Store {
             let mut table = BlockBasedOptions::default();
             table.set_bloom_filter(10.0, false);
             cf.set_block_based_table_factory(&table);
+            if [CF_IDEMPOTENCY, CF_GROUP_IDEMPOTENCY].contains(name) {
+                // Without this the records of every send ever made would stay forever.
+                cf.set_compaction_filter("idempotency-ttl", move |_, _, value: &[u8]| {
+                    expired_send_record(value, idempotency_ttl_us)
+                });
+            }
             if BLOB_CFS.contains(name) {
                 // Media is already compressed; blob files keep it out of compactions, and
                 // blob GC reclaims the space of deleted uploads.
@@ -216,6 +235,16 @@ impl Store {
             None => Ok(None),
             Some(bytes) => decode(cf, &bytes).map(Some),
         }
+    }
+
+    /// Compacts every column family now (which also applies the idempotency records'
+    /// lifetime); RocksDB otherwise compacts by itself as data grows.
+    pub fn compact(&self) -> Result<()> {
+        let db = self.db()?;
+        for cf in ALL_CFS {
+            db.compact_range_cf(cf_handle(&db, cf), None::<&[u8]>, None::<&[u8]>);
+        }
+        Ok(())
     }
 
     /// Flushes memtables and the WAL to disk.
@@ -593,6 +622,19 @@ impl Store {
         }
         messages.reverse();
         Ok(HistoryPage { messages, more })
+    }
+}
+
+/// The compaction filter of the idempotency column families: drops records older than
+/// `ttl_us` (keeps anything it cannot read).
+fn expired_send_record(value: &[u8], ttl_us: u64) -> rocksdb::compaction_filter::Decision {
+    use rocksdb::compaction_filter::Decision;
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    match SendRecord::decode(value) {
+        Ok(r) if now_us.saturating_sub(r.timestamp_us) > ttl_us => Decision::Remove,
+        _ => Decision::Keep,
     }
 }
 

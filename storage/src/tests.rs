@@ -298,3 +298,24 @@ fn abandoned_uploads_are_found_by_age_and_ending_them_frees_their_bytes() {
     assert!(store.upload(7, &[1; 16]).unwrap().is_none());
     assert!(store.upload(7, &[2; 16]).unwrap().is_some());
 }
+
+#[test]
+fn idempotency_records_expire_at_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let hour_us = 3600 * 1_000_000;
+    let store = Store::open_with_ttl(dir.path(), Durability::Wal, hour_us).unwrap();
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64;
+    store
+        .append_message(&msg(1, 2, 10, now_us - 2 * hour_us, "old"))
+        .unwrap();
+    store.append_message(&msg(1, 2, 11, now_us, "new")).unwrap();
+    store.flush().unwrap();
+    store.compact().unwrap();
+    assert!(store.find_send(2, 1, 10).unwrap().is_none(), "expired");
+    assert!(store.find_send(2, 1, 11).unwrap().is_some(), "kept");
+    // The messages themselves stay.
+    assert_eq!(store.read_inbox(2, 0, 10).unwrap().len(), 2);
+}
