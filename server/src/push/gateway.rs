@@ -13,8 +13,10 @@ struct Request<'a> {
 
 #[derive(Debug, Serialize)]
 struct Notification<'a> {
-    user_id: u64,
-    sender_id: u64,
+    /// Ids are decimal strings: they often exceed 2^53, where a JSON number read as a
+    /// double (JavaScript, many JSON libraries) silently loses digits.
+    user_id: String,
+    sender_id: String,
     conversation: Conversation,
     seq: u64,
     count: u64,
@@ -32,7 +34,7 @@ struct Notification<'a> {
 struct Conversation {
     #[serde(rename = "type")]
     kind: &'static str,
-    id: u64,
+    id: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -57,11 +59,11 @@ pub fn notification(
 ) -> serde_json::Result<Vec<u8>> {
     let request = Request {
         notification: Notification {
-            user_id: latest.user,
-            sender_id: latest.sender,
+            user_id: latest.user.to_string(),
+            sender_id: latest.sender.to_string(),
             conversation: Conversation {
                 kind: if latest.group { "group" } else { "user" },
-                id: latest.conversation,
+                id: latest.conversation.to_string(),
             },
             seq: latest.seq,
             count,
@@ -143,8 +145,8 @@ mod tests {
         assert_eq!(
             v,
             serde_json::json!({"notification": {
-                "user_id": 123, "sender_id": 456,
-                "conversation": {"type": "user", "id": 456},
+                "user_id": "123", "sender_id": "456",
+                "conversation": {"type": "user", "id": "456"},
                 "seq": 17, "count": 10, "timestamp_us": 1_700_000_000_000_000u64,
                 "preview": "hello",
                 "devices": [{"platform": "apns", "token": "tok\"1"}]
@@ -159,7 +161,7 @@ mod tests {
         let n = &v["notification"];
         assert_eq!(
             n["conversation"],
-            serde_json::json!({"type": "group", "id": 789})
+            serde_json::json!({"type": "group", "id": "789"})
         );
         assert_eq!(n["media_kind"], "voice");
         assert!(n.get("preview").is_none());

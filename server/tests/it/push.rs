@@ -45,7 +45,11 @@ impl Received {
         &self.json["notification"]
     }
     fn user(&self) -> u64 {
-        self.notification()["user_id"].as_u64().unwrap()
+        self.notification()["user_id"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap()
     }
 }
 
@@ -363,9 +367,9 @@ fn push_coalesces_a_burst_into_one_notification_and_retries_after_a_500() {
         "the 500 is retried"
     );
     let expected = json!({
-        "user_id": bob,
-        "sender_id": alice_id,
-        "conversation": {"type": "user", "id": alice_id},
+        "user_id": bob.to_string(),
+        "sender_id": alice_id.to_string(),
+        "conversation": {"type": "user", "id": alice_id.to_string()},
         "seq": last_seq,
         "count": 10,
         "preview": "m10",
@@ -461,9 +465,9 @@ fn push_announces_a_group_message_to_an_offline_member() {
     assert_eq!(
         n,
         json!({
-            "user_id": bob,
-            "sender_id": alice_login.user_id,
-            "conversation": {"type": "group", "id": group.group_id},
+            "user_id": bob.to_string(),
+            "sender_id": alice_login.user_id.to_string(),
+            "conversation": {"type": "group", "id": group.group_id.to_string()},
             "seq": ack.seq,
             "count": 1,
             "preview": "noon?",
