@@ -322,10 +322,15 @@ async fn run_thread(
         connector: TlsConnector::from(tls),
     });
     let mut senders = Vec::new();
+    // Pings keep connections that send little (many users, a low rate) within the
+    // server's idle timeout, as real clients do; from the first connection on.
+    let opened: Rc<RefCell<Vec<Rc<Out>>>> = Rc::default();
+    let keepalive = glommio::spawn_local(keepalive(opened.clone()));
     for account in &mine {
         let out = Rc::new(Out::default());
         // Sync from the acked cursor: leftovers of earlier runs are drained and ignored.
         dial.open(&state, &out, account, None).await?;
+        opened.borrow_mut().push(out.clone());
         let partner = account.index ^ 1;
         senders.push(Sender {
             index: account.index,
@@ -497,6 +502,7 @@ async fn run_thread(
     }
     // Deliveries trail their acks slightly (and may land on another thread's receivers).
     glommio::timer::sleep(Duration::from_millis(300)).await;
+    drop(keepalive);
     for s in &senders {
         drop(s.out.tasks.take());
     }
@@ -639,6 +645,23 @@ impl TokenOf for Sender {
 
 /// How often a receiving connection acknowledges its inbox (one Ack covers everything).
 const ACK_EVERY: Duration = Duration::from_millis(100);
+/// How often every connection pings (the server closes connections silent for 90 s).
+const KEEPALIVE: Duration = Duration::from_secs(30);
+
+/// Pings every open connection every [`KEEPALIVE`]; the Pongs are ignored.
+async fn keepalive(outs: Rc<RefCell<Vec<Rc<Out>>>>) {
+    loop {
+        glommio::timer::sleep(KEEPALIVE).await;
+        for out in outs.borrow().iter() {
+            if !out.tasks.borrow().is_empty() {
+                out.push(&envelope(
+                    out.request_id(),
+                    Body::Ping(pb::Ping { nonce: 0 }),
+                ));
+            }
+        }
+    }
+}
 
 async fn write_loop(out: Rc<Out>, mut writer: impl futures_lite::AsyncWrite + Unpin) {
     loop {
