@@ -583,6 +583,9 @@ impl Shard {
         let now = Instant::now();
         let limits = &self.limits;
         for entry in self.conns.borrow().values() {
+            if entry.out.is_closed() {
+                continue; // already on its way out
+            }
             let logged_in = entry.user.get().is_some() || entry.login_pending.get();
             let why = match (logged_in, limits.login_timeout, limits.idle_timeout) {
                 (false, Some(t), _) if entry.opened.get().is_some_and(|at| now > at + t) => {
