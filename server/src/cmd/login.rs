@@ -36,6 +36,10 @@ pub fn run(shard: &Rc<Shard>, reply: Reply, username: String, password: Secret<S
                 "wrong username or password",
             );
         };
+        // Refused before a token is made, so a refused login leaves none behind.
+        if let Some(msg) = super::resume::no_room(&shard, user.user_id) {
+            return failed(&shard, reply, ErrorCode::TooManyConnections, &msg);
+        }
         let token = auth::new_token(user.user_id);
         // Created after any LogoutAll, even one in the same microsecond or one stamped
         // before the wall clock stepped back (Resume takes only tokens created after it).

@@ -37,12 +37,17 @@ pub fn run(shard: &Rc<Shard>, reply: Reply, token: &[u8]) {
     }
 }
 
+/// Why the user may not log in one more connection, if they may not.
+pub fn no_room(shard: &Shard, user_id: u64) -> Option<String> {
+    let max = shard.limits.max_connections_per_user;
+    (shard.session_conns(user_id).len() >= max)
+        .then(|| format!("this user already has {max} connections, the most allowed"))
+}
+
 /// Registers the session on this (the user's) shard and answers LoggedIn, which also marks
 /// the connection authenticated on its own shard.
 pub fn establish(shard: &Rc<Shard>, reply: Reply, user_id: u64, token: Vec<u8>) {
-    let max = shard.limits.max_connections_per_user;
-    if shard.session_conns(user_id).len() >= max {
-        let msg = format!("this user already has {max} connections, the most allowed");
+    if let Some(msg) = no_room(shard, user_id) {
         return failed(shard, reply, ErrorCode::TooManyConnections, &msg);
     }
     let acked_seq = match shard.store.acked(user_id) {
