@@ -19,6 +19,13 @@ pub fn shard_of_asset(asset_id: &[u8; 16], shards: usize) -> usize {
     (mix64(u64::from_be_bytes(head)) % shards as u64) as usize
 }
 
+/// The shard that knows which user a push token (by its SHA-256) belongs to.
+pub fn shard_of_token(token_hash: &[u8; 32], shards: usize) -> usize {
+    let mut head = [0u8; 8];
+    head.copy_from_slice(&token_hash[..8]);
+    (mix64(u64::from_be_bytes(head)) % shards as u64) as usize
+}
+
 /// The shard that owns a (normalized) username. Registration picks a user id that lives on
 /// this same shard, so a login touches one shard.
 pub fn shard_of_username(username: &str, shards: usize) -> usize {

@@ -100,6 +100,16 @@ pub enum ShardMsg {
         op: u64,
         presences: Vec<pb::Presence>,
     },
+    /// For the token's shard: `user` registered this push token; whoever had it before
+    /// loses it (a device signed in to another account must not show the first one's
+    /// notifications).
+    PushTokenClaimed {
+        token_hash: [u8; 32],
+        token: String,
+        user: u64,
+    },
+    /// For the user's shard: another user registered this token of theirs.
+    PushTokenTaken { user: u64, token: String },
     /// For the shard of `conn`: tell shard `from` (with `Drained`) once the connection has
     /// written nearly everything queued for it; a catch-up paces itself on this.
     AwaitDrain {
@@ -348,6 +358,26 @@ impl Shard {
             } => cmd::send::stored(self, reply, msg, duplicate),
             ShardMsg::SessionClosed { user, conn } => self.end_session(user, conn),
             ShardMsg::MediaChecked { reply, result } => self.media_checked(reply, result),
+            ShardMsg::PushTokenClaimed {
+                token_hash,
+                token,
+                user,
+            } => match self.store.claim_push_token(&token_hash, user) {
+                Ok(Some(previous)) => {
+                    let msg = ShardMsg::PushTokenTaken {
+                        user: previous,
+                        token,
+                    };
+                    self.dispatch(shard_of_user(previous, self.shards), msg);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::error!(shard = self.id, "recording a push token's owner: {e}"),
+            },
+            ShardMsg::PushTokenTaken { user, token } => {
+                if let Err(e) = self.store.remove_push_tokens(user, &[token]) {
+                    tracing::error!(shard = self.id, "removing a push token: {e}");
+                }
+            }
             ShardMsg::AwaitDrain {
                 conn,
                 from,

@@ -57,9 +57,10 @@ const CF_ASSETS: &str = "assets";
 const CF_ASSET_GRANTS: &str = "asset_grants";
 const CF_PUSH_TOKENS: &str = "push_tokens";
 const CF_PUSH_OUTBOX: &str = "push_outbox";
+const CF_PUSH_TOKEN_OWNERS: &str = "push_token_owners";
 /// Column families whose values are media bytes: kept in blob files (see `assets`).
 const BLOB_CFS: [&str; 1] = [CF_CONTENT];
-const ALL_CFS: [&str; 24] = [
+const ALL_CFS: [&str; 25] = [
     CF_USERS,
     CF_USERNAMES,
     CF_TOKENS,
@@ -84,6 +85,7 @@ const ALL_CFS: [&str; 24] = [
     CF_ASSET_GRANTS,
     CF_PUSH_TOKENS,
     CF_PUSH_OUTBOX,
+    CF_PUSH_TOKEN_OWNERS,
 ];
 
 /// Errors from the storage layer.

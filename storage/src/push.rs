@@ -14,7 +14,7 @@ use rocksdb::{Direction, IteratorMode};
 use crate::records::{PushDevice, PushJob, PushTokens};
 use crate::{
     cf_handle, corrupt, decode, keys, Result, Store, CF_PUSH_OUTBOX, CF_PUSH_TOKENS,
-    CF_READ_MARKERS,
+    CF_PUSH_TOKEN_OWNERS, CF_READ_MARKERS,
 };
 
 /// Most push tokens one user keeps; registering one more drops the oldest.
@@ -61,6 +61,22 @@ impl Store {
         let excess = devices.len().saturating_sub(MAX_PUSH_TOKENS);
         devices.drain(..excess);
         self.put_push_tokens(user, devices)
+    }
+
+    /// On the token's shard (`routing::shard_of_token`): records `user` as the owner of
+    /// the token with this SHA-256, now; returns the previous owner if it was someone else.
+    pub fn claim_push_token(&self, token_hash: &[u8; 32], user: u64) -> Result<Option<u64>> {
+        let db = self.db()?;
+        let cf = cf_handle(&db, CF_PUSH_TOKEN_OWNERS);
+        let previous = match db.get_pinned_cf(cf, token_hash)? {
+            Some(v) => Some(
+                keys::u64_at(&v, 0)
+                    .ok_or_else(|| corrupt(CF_PUSH_TOKEN_OWNERS, "owner is not 8 bytes"))?,
+            ),
+            None => None,
+        };
+        db.put_cf_opt(cf, token_hash, keys::user(user), &self.write_opts)?;
+        Ok(previous.filter(|&p| p != user))
     }
 
     /// Removes those of `tokens` that `user` has, now; returns how many were removed.

@@ -675,3 +675,23 @@ fn push_reaches_an_https_gateway_that_the_configured_ca_vouches_for() {
     assert_eq!(got[0].notification()["preview"], "over tls");
     assert_eq!(got[0].notification()["devices"], devices(&["tls-token"]));
 }
+
+#[test]
+fn a_token_registered_by_another_user_is_taken_from_the_first() {
+    let gateway = Gateway::start(vec![]);
+    let server = start(&gateway, push_config);
+    let (carol, _) = server.user("carol");
+    // One phone: alice used it, then bob signed in on it without alice unregistering.
+    let alice = offline_user(&server, "alice", &["one-phone", "alices-tablet"], &carol);
+    let bob = offline_user(&server, "bob", &["one-phone"], &carol);
+    carol.send_message(alice, "for alice").unwrap();
+    carol.send_message(bob, "for bob").unwrap();
+    let to_alice = gateway.for_user(alice, 1);
+    assert_eq!(
+        to_alice[0].notification()["devices"],
+        devices(&["alices-tablet"]),
+        "the phone is bob's now"
+    );
+    let to_bob = gateway.for_user(bob, 1);
+    assert_eq!(to_bob[0].notification()["devices"], devices(&["one-phone"]));
+}
