@@ -1,0 +1,316 @@
+//! The connections accepted on this shard: their state, the gatekeeping and routing of
+//! their requests (`submit`), frames to them, and the sweeps that close them.
+
+use super::*;
+
+/// A connection accepted on this shard.
+#[derive(Debug, Default)]
+pub struct ConnEntry {
+    pub out: OutQueue,
+    /// Raised at shutdown: the reader stops waiting for the peer.
+    pub stop: Signal,
+    pub user: Cell<Option<u64>>,
+    pub login_pending: Cell<bool>,
+    /// Requests pipelined behind an in-flight Login/Resume, run once it is answered.
+    pub deferred: RefCell<Vec<(Reply, Request)>>,
+    /// When the TLS handshake finished, and when the last bytes arrived from the client
+    /// (for the login and idle timeouts).
+    pub opened: Cell<Option<Instant>>,
+    pub last_heard: Cell<Option<Instant>>,
+    /// Some while the media of a send is checked on its asset's shard: the connection's
+    /// later sends wait here, so they cannot overtake it (see `Shard::media_checked`).
+    pub held_sends: RefCell<Option<Vec<(Reply, Request)>>>,
+    /// Users whose presence this connection subscribed to (unsubscribed when it closes).
+    pub watching: RefCell<Vec<u64>>,
+}
+
+/// How many requests may wait behind an in-flight login.
+const MAX_DEFERRED: usize = 256;
+
+impl Shard {
+    pub fn open_conn(&self) -> (ConnRef, Rc<ConnEntry>) {
+        let id = self.next_conn_id.get();
+        self.next_conn_id.set(id + 1);
+        let entry = Rc::new(ConnEntry::default());
+        entry.opened.set(Some(Instant::now()));
+        entry.last_heard.set(Some(Instant::now()));
+        entry.out.meter.attach(self.metrics.clone());
+        self.conns.borrow_mut().insert(id, entry.clone());
+        (ConnRef { shard: self.id, id }, entry)
+    }
+
+    pub fn close_conn(self: &Rc<Self>, conn: ConnRef) {
+        let entry = self.conns.borrow_mut().remove(&conn.id);
+        if let Some(entry) = &entry {
+            if let Some(user) = entry.user.get() {
+                self.unwatch_all(entry, conn, user);
+            }
+        }
+        if let Some(user) = entry.and_then(|e| e.user.get()) {
+            self.dispatch(
+                shard_of_user(user, self.shards),
+                ShardMsg::SessionClosed { user, conn },
+            );
+        }
+    }
+
+    /// Closes the connections that did not log in in time or went silent, telling them
+    /// why. Runs about once a second: cheaper than a timer per connection and read.
+    pub fn sweep_timeouts(&self) {
+        let now = Instant::now();
+        let limits = &self.limits;
+        for entry in self.conns.borrow().values() {
+            if entry.out.is_closed() {
+                continue; // already on its way out
+            }
+            let logged_in = entry.user.get().is_some() || entry.login_pending.get();
+            let why = match (logged_in, limits.login_timeout, limits.idle_timeout) {
+                (false, Some(t), _) if entry.opened.get().is_some_and(|at| now > at + t) => {
+                    format!("no login within {} s", t.as_secs())
+                }
+                (_, _, Some(t)) if entry.last_heard.get().is_some_and(|at| now > at + t) => {
+                    format!("nothing received for {} s", t.as_secs())
+                }
+                _ => continue,
+            };
+            tracing::debug!(shard = self.id, "closing a connection: {why}");
+            entry.out.push(&error_envelope(0, ErrorCode::Timeout, why));
+            entry.out.close();
+        }
+    }
+
+    /// Closes every connection of this shard (shutdown), telling clients why.
+    pub fn close_all_conns(&self) {
+        for entry in self.conns.borrow().values() {
+            entry.out.push(&error_envelope(
+                0,
+                ErrorCode::Unavailable,
+                "server is shutting down",
+            ));
+            entry.out.close();
+            entry.stop.raise();
+        }
+    }
+
+    pub fn open_conns(&self) -> usize {
+        self.conns.borrow().len()
+    }
+
+    pub(super) fn deliver_local(self: &Rc<Self>, conn_id: u64, auth: Auth, env: &Envelope) {
+        let entry = self.conns.borrow().get(&conn_id).cloned();
+        let Some(entry) = entry else {
+            // The connection closed while its login was in flight: undo the session.
+            if let Auth::LoggedIn(user) = auth {
+                let conn = ConnRef {
+                    shard: self.id,
+                    id: conn_id,
+                };
+                self.dispatch(
+                    shard_of_user(user, self.shards),
+                    ShardMsg::SessionClosed { user, conn },
+                );
+            }
+            return;
+        };
+        match auth {
+            Auth::Unchanged => {}
+            Auth::LoggedIn(user) => {
+                entry.user.set(Some(user));
+                entry.login_pending.set(false);
+            }
+            Auth::LoginFailed => entry.login_pending.set(false),
+            Auth::LoggedOut => {
+                entry.out.push(env);
+                entry.out.close();
+                entry.stop.raise();
+                return;
+            }
+        }
+        entry.out.push(env);
+        if auth != Auth::Unchanged {
+            let deferred = std::mem::take(&mut *entry.deferred.borrow_mut());
+            for (reply, req) in deferred {
+                self.submit(reply, &entry, req);
+            }
+        }
+    }
+
+    /// Sends a frame to a connection on any shard.
+    pub fn to_conn(self: &Rc<Self>, conn: ConnRef, auth: Auth, env: Envelope) {
+        if conn.shard == self.id {
+            self.deliver_local(conn.id, auth, &env);
+        } else {
+            self.dispatch(conn.shard, ShardMsg::ToConn { conn, auth, env });
+        }
+    }
+
+    pub fn respond(self: &Rc<Self>, reply: Reply, body: Body) {
+        self.to_conn(
+            reply.conn,
+            Auth::Unchanged,
+            envelope(reply.request_id, body),
+        );
+    }
+
+    pub fn respond_auth(self: &Rc<Self>, reply: Reply, auth: Auth, body: Body) {
+        self.to_conn(reply.conn, auth, envelope(reply.request_id, body));
+    }
+
+    pub fn fail(self: &Rc<Self>, reply: Reply, code: ErrorCode, message: impl Into<String>) {
+        let env = error_envelope(reply.request_id, code, message);
+        self.to_conn(reply.conn, Auth::Unchanged, env);
+    }
+
+    pub fn internal(self: &Rc<Self>, reply: Reply, err: &dyn std::fmt::Display) {
+        tracing::error!(shard = self.id, "internal error: {err}");
+        self.fail(reply, ErrorCode::Internal, "internal server error");
+    }
+
+    /// Entry point for a decoded frame from a connection of this shard: gatekeeping
+    /// (authentication state) here, then routing to the shard that owns the data.
+    pub fn submit(self: &Rc<Self>, reply: Reply, entry: &ConnEntry, req: Request) {
+        let user = entry.user.get();
+        let reject = |code, msg: &str| {
+            entry.out.push(&error_envelope(reply.request_id, code, msg));
+        };
+        if req.is_login() && (user.is_some() || entry.login_pending.get()) {
+            let msg = "this connection is already authenticated";
+            return reject(ErrorCode::AlreadyAuthenticated, msg);
+        }
+        if entry.login_pending.get() && !matches!(req, Request::Ping { .. }) {
+            let mut deferred = entry.deferred.borrow_mut();
+            if deferred.len() >= MAX_DEFERRED {
+                return reject(
+                    ErrorCode::Unavailable,
+                    "too many requests behind a pending login",
+                );
+            }
+            deferred.push((reply, req));
+            return;
+        }
+        // A connection's sends keep their order: while the media of one is checked on its
+        // asset's shard (a detour the others do not take), later ones wait.
+        if user.is_some() && matches!(req, Request::Send(_) | Request::SendGroup(_)) {
+            let mut held = entry.held_sends.borrow_mut();
+            if let Some(queue) = held.as_mut() {
+                if queue.len() >= MAX_DEFERRED {
+                    drop(held);
+                    return reject(
+                        ErrorCode::Unavailable,
+                        "too many sends behind a media check",
+                    );
+                }
+                queue.push((reply, req));
+                return;
+            }
+            if req.has_unchecked_media() {
+                *held = Some(Vec::new());
+            }
+        }
+        let dest = match (&req, user) {
+            (Request::Ping { nonce }, _) => {
+                let pong = Body::Pong(pb::Pong { nonce: *nonce });
+                entry.out.push(&envelope(reply.request_id, pong));
+                return;
+            }
+            (Request::Register { username, .. } | Request::Login { username, .. }, _) => {
+                shard_of_username(username, self.shards)
+            }
+            (Request::Resume { token }, _) => crate::auth::token_user(token.expose())
+                .map(|u| shard_of_user(u, self.shards))
+                .unwrap_or(self.id),
+            (_, None) => {
+                return reject(ErrorCode::Unauthenticated, "log in (Login or Resume) first")
+            }
+            (Request::Lookup { username }, Some(_)) => shard_of_username(username, self.shards),
+            (Request::GetUser { user_id }, Some(_)) => shard_of_user(*user_id, self.shards),
+            // Media is checked and shared on the asset's shard first (`cmd::share_media`).
+            (Request::Send(send), Some(_)) => match &send.media {
+                Some(a) if a.media.is_none() => shard_of_asset(&a.asset_id, self.shards),
+                _ => shard_of_user(send.to_user_id, self.shards),
+            },
+            (Request::SendGroup(send), Some(_)) => match &send.media {
+                Some(a) if a.media.is_none() => shard_of_asset(&a.asset_id, self.shards),
+                _ => shard_of_group(send.group_id, self.shards),
+            },
+            // Fetching media seen in a group: the group's shard checks membership first.
+            (Request::FetchAsset(fetch), Some(_)) => match fetch.group {
+                Some(group_id) if !fetch.member_checked => shard_of_group(group_id, self.shards),
+                _ => shard_of_asset(&fetch.asset_id, self.shards),
+            },
+            (
+                Request::Sync { .. }
+                | Request::Ack { .. }
+                | Request::History {
+                    with: Conversation::User(_),
+                    ..
+                }
+                | Request::MarkRead { .. }
+                | Request::SetSettings { .. }
+                | Request::GetPresence { .. }
+                | Request::UploadStart(_)
+                | Request::UploadChunk { .. }
+                | Request::UploadFinish { .. }
+                | Request::RegisterPushToken { .. }
+                | Request::UnregisterPushToken { .. }
+                | Request::LogoutAll,
+                Some(me),
+            ) => shard_of_user(me, self.shards),
+            (Request::Logout, Some(me)) => self.logging_out(entry, reply.conn, me),
+            (Request::SubscribePresence { user_ids }, Some(me)) => {
+                entry.watching.borrow_mut().extend(user_ids.iter().copied());
+                shard_of_user(me, self.shards)
+            }
+            (
+                Request::Typing {
+                    with: Conversation::User(peer),
+                    ..
+                },
+                Some(_),
+            ) => shard_of_user(*peer, self.shards),
+            // A new group lives on the shard that creates it.
+            (Request::CreateGroup { .. }, Some(_)) => self.id,
+            (
+                Request::AddMembers { group_id, .. }
+                | Request::RemoveMember { group_id, .. }
+                | Request::LeaveGroup { group_id }
+                | Request::RenameGroup { group_id, .. }
+                | Request::GetGroup { group_id }
+                | Request::GetReceipts { group_id, .. }
+                | Request::Typing {
+                    with: Conversation::Group(group_id),
+                    ..
+                }
+                | Request::History {
+                    with: Conversation::Group(group_id),
+                    ..
+                },
+                Some(_),
+            ) => shard_of_group(*group_id, self.shards),
+        };
+        if matches!(req, Request::Login { .. } | Request::Resume { .. }) {
+            entry.login_pending.set(true);
+        }
+        self.dispatch(dest, ShardMsg::Request { reply, user, req });
+    }
+
+    /// On the connection's shard: the media check of a send is done. The send goes on (or
+    /// its error to the client), then the sends held behind it, in order.
+    pub(super) fn media_checked(
+        self: &Rc<Self>,
+        reply: Reply,
+        result: Result<Request, (ErrorCode, String)>,
+    ) {
+        let Some(entry) = self.conns.borrow().get(&reply.conn.id).cloned() else {
+            return; // Closed: the client resends what was not acked.
+        };
+        let held = entry.held_sends.take().unwrap_or_default();
+        match result {
+            Ok(req) => self.submit(reply, &entry, req),
+            Err((code, msg)) => entry.out.push(&error_envelope(reply.request_id, code, msg)),
+        }
+        for (reply, req) in held {
+            self.submit(reply, &entry, req);
+        }
+    }
+}
