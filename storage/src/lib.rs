@@ -153,6 +153,10 @@ pub struct Store {
     heads: RefCell<HashMap<u64, u64>>,
     /// Group idempotency records staged but not yet committed.
     staged_group_sends: RefCell<HashMap<[u8; 24], SendRecord>>,
+    /// Read markers and group marks staged but not yet committed: two advances before one
+    /// commit must see each other, or both report the same progress (and its receipt).
+    staged_read_markers: RefCell<HashMap<[u8; 17], u64>>,
+    staged_group_marks: RefCell<HashMap<[u8; 16], GroupMarks>>,
     /// Cache of each group's last (group seq, timestamp).
     group_heads: RefCell<HashMap<u64, (u64, u64)>>,
     /// Next push job id and the outbox's length.
@@ -221,6 +225,8 @@ impl Store {
             staged_sends: RefCell::default(),
             heads: RefCell::new(HashMap::new()),
             staged_group_sends: RefCell::default(),
+            staged_read_markers: RefCell::default(),
+            staged_group_marks: RefCell::default(),
             group_heads: RefCell::default(),
             push_outbox: push::OutboxState::default(),
         })
@@ -517,6 +523,8 @@ impl Store {
             .and_then(|db| Ok(db.write_opt(batch, &self.write_opts)?));
         self.staged_sends.borrow_mut().clear();
         self.staged_group_sends.borrow_mut().clear();
+        self.staged_read_markers.borrow_mut().clear();
+        self.staged_group_marks.borrow_mut().clear();
         if written.is_err() {
             self.heads.borrow_mut().clear();
             self.group_heads.borrow_mut().clear();

@@ -60,10 +60,14 @@ impl Store {
     ) -> Result<Option<u64>> {
         let key = keys::read_marker(reader, group, conversation);
         let db = self.db()?;
-        let old = match db.get_pinned_cf(cf_handle(&db, CF_READ_MARKERS), key)? {
-            None => 0,
-            Some(v) => keys::u64_at(&v, 0)
-                .ok_or_else(|| corrupt(CF_READ_MARKERS, "marker is not 8 bytes"))?,
+        let staged = self.staged_read_markers.borrow().get(&key).copied();
+        let old = match staged {
+            Some(marker) => marker,
+            None => match db.get_pinned_cf(cf_handle(&db, CF_READ_MARKERS), key)? {
+                None => 0,
+                Some(v) => keys::u64_at(&v, 0)
+                    .ok_or_else(|| corrupt(CF_READ_MARKERS, "marker is not 8 bytes"))?,
+            },
         };
         if seq <= old {
             return Ok(None);
@@ -71,6 +75,7 @@ impl Store {
         self.pending
             .borrow_mut()
             .put_cf(cf_handle(&db, CF_READ_MARKERS), key, seq.to_be_bytes());
+        self.staged_read_markers.borrow_mut().insert(key, seq);
         Ok(Some(old))
     }
 
@@ -84,7 +89,11 @@ impl Store {
         read: u64,
     ) -> Result<GroupMarks> {
         let key = keys::group_entry(group_id, member);
-        let old: GroupMarks = self.get(CF_GROUP_RECEIPTS, &key)?.unwrap_or_default();
+        let staged = self.staged_group_marks.borrow().get(&key).copied();
+        let old = match staged {
+            Some(marks) => marks,
+            None => self.get(CF_GROUP_RECEIPTS, &key)?.unwrap_or_default(),
+        };
         let new = GroupMarks {
             delivered: old.delivered.max(delivered).max(read),
             read: old.read.max(read),
@@ -96,6 +105,7 @@ impl Store {
                 key,
                 new.encode_to_vec(),
             );
+            self.staged_group_marks.borrow_mut().insert(key, new);
         }
         Ok(old)
     }

@@ -319,3 +319,22 @@ fn idempotency_records_expire_at_compaction() {
     // The messages themselves stay.
     assert_eq!(store.read_inbox(2, 0, 10).unwrap().len(), 2);
 }
+
+#[test]
+fn marks_advanced_twice_before_a_commit_see_each_other() {
+    let (_dir, store) = store();
+    // Delivered up to 2 (an Ack), then read up to 2 (a MarkRead), one commit for both.
+    let first = store.advance_group_marks(9, 1, 2, 0).unwrap();
+    let second = store.advance_group_marks(9, 1, 0, 2).unwrap();
+    assert_eq!((first.delivered, second.delivered), (0, 2));
+    assert_eq!(store.advance_read_marker(1, false, 5, 3).unwrap(), Some(0));
+    assert_eq!(store.advance_read_marker(1, false, 5, 3).unwrap(), None);
+    store.commit().unwrap();
+    assert_eq!(
+        store.advance_group_marks(9, 1, 2, 2).unwrap(),
+        GroupMarks {
+            delivered: 2,
+            read: 2
+        }
+    );
+}
