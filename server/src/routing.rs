@@ -14,15 +14,18 @@ pub fn shard_of_group(group_id: u64, shards: usize) -> usize {
 /// The shard that owns an asset (its record, grants and bytes): the uploader's shard,
 /// because asset ids are drawn until this lands there.
 pub fn shard_of_asset(asset_id: &[u8; 16], shards: usize) -> usize {
-    let mut head = [0u8; 8];
-    head.copy_from_slice(&asset_id[..8]);
-    (mix64(u64::from_be_bytes(head)) % shards as u64) as usize
+    shard_of_head(asset_id, shards)
 }
 
 /// The shard that knows which user a push token (by its SHA-256) belongs to.
 pub fn shard_of_token(token_hash: &[u8; 32], shards: usize) -> usize {
+    shard_of_head(token_hash, shards)
+}
+
+/// The shard of a random or hashed id of at least 8 bytes, by its first 8.
+fn shard_of_head(id: &[u8], shards: usize) -> usize {
     let mut head = [0u8; 8];
-    head.copy_from_slice(&token_hash[..8]);
+    head.copy_from_slice(&id[..8]);
     (mix64(u64::from_be_bytes(head)) % shards as u64) as usize
 }
 

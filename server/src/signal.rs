@@ -98,11 +98,13 @@ impl OutQueue {
         self.meter.queued(env);
         let mut buf = self.buf.borrow_mut();
         let limit = self.limit.get();
-        let stalled = self
-            .writing
-            .get()
-            .is_some_and(|since| since.elapsed() > STALL);
-        if limit > 0 && buf.len() > limit && (stalled || buf.len() > limit * 4) {
+        // Only a queue over the limit asks the clock whether its writer is stuck.
+        let stalled = || {
+            self.writing
+                .get()
+                .is_some_and(|since| since.elapsed() > STALL)
+        };
+        if limit > 0 && buf.len() > limit && (buf.len() > limit * 4 || stalled()) {
             *buf = BytesMut::new();
             let why = format!("more than {limit} bytes waited for the client to read them");
             let cut_off = error_envelope(0, ErrorCode::SlowConsumer, why);
