@@ -1,8 +1,9 @@
-//! Storage: appending a message (inbox + history + idempotency in one WriteBatch) and
-//! reading an inbox page, on a real RocksDB in a temp dir.
+//! Storage: appending a message (inbox + history + idempotency in one WriteBatch), every
+//! key of a 1:1 message with its receipt, and reading an inbox page, on a real RocksDB in a
+//! temp dir.
 
 use chat_protocol::pb;
-use chat_storage::{Durability, Store};
+use chat_storage::{Durability, Store, UserRecord};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 fn storage(c: &mut Criterion) {
@@ -27,6 +28,54 @@ fn storage(c: &mut Criterion) {
             store.append_message(&msg).expect("append");
         })
     });
+    // Every key of one 1:1 message as the server writes and reads them on one shard: the
+    // recipient's inbox, history and idempotency record and the sender's history copy in
+    // one commit; the recipient's Ack; the delivered receipt in the sender's inbox (its
+    // own commit) and the sender's Ack of it.
+    for id in (20_000..21_000).chain(30_000..31_000) {
+        let user = UserRecord {
+            user_id: id,
+            username: format!("u{id}"),
+            password_hash: "$argon2id$bench".into(),
+            ..UserRecord::default()
+        };
+        store.create_user(&user).expect("create user");
+    }
+    let mut m = 0u64;
+    group.bench_function("one_to_one_with_receipt_100B", |b| {
+        b.iter(|| {
+            m += 1;
+            let (sender, recipient) = (20_000 + m % 1000, 30_000 + m % 1000);
+            let msg = pb::Message {
+                media: None,
+                from_user_id: sender,
+                to_user_id: recipient,
+                client_msg_id: m,
+                seq: 0,
+                timestamp_us: 1_000_000 + m,
+                text: "y".repeat(100),
+                group_id: 0,
+            };
+            assert!(store.user_exists(recipient).expect("user"));
+            let (_, stored) = store.stage_message(&msg).expect("stage");
+            store.stage_sent(&stored).expect("stage sent");
+            store.commit().expect("commit");
+            store.ack(recipient, stored.seq).expect("ack");
+            let receipt = pb::Receipt {
+                by_user_id: recipient,
+                group_id: 0,
+                kind: pb::ReceiptKind::Delivered as i32,
+                up_to_seq: stored.seq,
+                timestamp_us: 1_000_000 + m,
+            };
+            let event = store
+                .stage_event(sender, pb::event::Kind::Receipt(receipt))
+                .expect("receipt");
+            store.commit().expect("commit");
+            store.ack(sender, event.seq).expect("ack");
+        })
+    });
+    store.persist_cursors().expect("cursors");
     // A full inbox to page through, independent of how often the append bench ran.
     for i in 1..=256u64 {
         let msg = pb::Message {

@@ -17,7 +17,7 @@ mod receipts;
 pub mod records;
 
 use std::cell::{Ref, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use chat_protocol::pb::{self, event};
@@ -142,8 +142,8 @@ pub struct Store {
     /// `None` once closed: closing must not wait for every holder of the store to go away.
     db: RefCell<Option<DB>>,
     write_opts: WriteOptions,
-    /// For the ack cursor: no WAL. Losing a cursor update in a crash only means events are
-    /// delivered again, which clients deduplicate by seq; it is not worth a log write.
+    /// For the ack cursors' batches: no sync even in fsync mode. Losing a cursor update in
+    /// a crash only means events are delivered again, which clients deduplicate by seq.
     cursor_opts: WriteOptions,
     /// Writes staged for the next group commit.
     pending: RefCell<WriteBatch>,
@@ -151,6 +151,15 @@ pub struct Store {
     staged_sends: RefCell<HashMap<[u8; 24], SendRecord>>,
     /// Cache of each user's last inbox seq, so appends don't read the disk for it.
     heads: RefCell<HashMap<u64, u64>>,
+    /// Acknowledged cursors: every Ack reads and moves one, and only this shard writes
+    /// them, so they live here after the first read and reach the disk in batches
+    /// ([`Store::persist_cursors`]) instead of a RocksDB write per Ack.
+    cursors: RefCell<HashMap<u64, u64>>,
+    /// Users whose cursor moved since the last [`Store::persist_cursors`].
+    dirty_cursors: RefCell<HashSet<u64>>,
+    /// Users known to exist (accounts are never deleted): a send's recipient check is a
+    /// map lookup instead of a RocksDB read.
+    known_users: RefCell<HashSet<u64>>,
     /// Group idempotency records staged but not yet committed.
     staged_group_sends: RefCell<HashMap<[u8; 24], SendRecord>>,
     /// Read markers and group marks staged but not yet committed: two advances before one
@@ -197,6 +206,10 @@ impl Store {
             table.set_bloom_filter(10.0, false);
             cf.set_block_based_table_factory(&table);
             if [CF_IDEMPOTENCY, CF_GROUP_IDEMPOTENCY].contains(name) {
+                // Every send looks its (sender, client_msg_id) up here and nearly always
+                // misses: a memtable bloom filter answers that without a skip-list search.
+                cf.set_memtable_prefix_bloom_ratio(0.05);
+                cf.set_memtable_whole_key_filtering(true);
                 // Without this the records of every send ever made would stay forever.
                 cf.set_compaction_filter("idempotency-ttl", move |_, _, value: &[u8]| {
                     expired_send_record(value, idempotency_ttl_us)
@@ -215,8 +228,7 @@ impl Store {
         let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
         let mut write_opts = WriteOptions::default();
         write_opts.set_sync(durability == Durability::Fsync);
-        let mut cursor_opts = WriteOptions::default();
-        cursor_opts.disable_wal(true);
+        let cursor_opts = WriteOptions::default();
         Ok(Self {
             db: RefCell::new(Some(db)),
             write_opts,
@@ -224,6 +236,9 @@ impl Store {
             pending: RefCell::default(),
             staged_sends: RefCell::default(),
             heads: RefCell::new(HashMap::new()),
+            cursors: RefCell::default(),
+            dirty_cursors: RefCell::default(),
+            known_users: RefCell::default(),
             staged_group_sends: RefCell::default(),
             staged_read_markers: RefCell::default(),
             staged_group_marks: RefCell::default(),
@@ -257,6 +272,7 @@ impl Store {
 
     /// Flushes memtables and the WAL to disk.
     pub fn flush(&self) -> Result<()> {
+        self.persist_cursors()?;
         let db = self.db()?;
         db.flush_wal(true)?;
         for cf in ALL_CFS {
@@ -330,10 +346,16 @@ impl Store {
     }
 
     pub fn user_exists(&self, user_id: u64) -> Result<bool> {
+        if self.known_users.borrow().contains(&user_id) {
+            return Ok(true);
+        }
         let db = self.db()?;
         let exists = db
             .get_pinned_cf(cf_handle(&db, CF_USERS), keys::user(user_id))?
             .is_some();
+        if exists {
+            self.known_users.borrow_mut().insert(user_id);
+        }
         Ok(exists)
     }
 
@@ -565,31 +587,62 @@ impl Store {
 
     /// The user's acknowledged cursor (0 when never acked).
     pub fn acked(&self, user_id: u64) -> Result<u64> {
+        if let Some(&seq) = self.cursors.borrow().get(&user_id) {
+            return Ok(seq);
+        }
         let db = self.db()?;
         let value = db.get_pinned_cf(cf_handle(&db, CF_CURSORS), keys::user(user_id))?;
-        match value {
-            None => Ok(0),
+        let seq = match value {
+            None => 0,
             Some(v) => {
-                keys::u64_at(&v, 0).ok_or_else(|| corrupt(CF_CURSORS, "cursor is not 8 bytes"))
+                keys::u64_at(&v, 0).ok_or_else(|| corrupt(CF_CURSORS, "cursor is not 8 bytes"))?
             }
-        }
+        };
+        self.cursors.borrow_mut().insert(user_id, seq);
+        Ok(seq)
     }
 
     /// Moves the acknowledged cursor forward to `seq` (never backwards); returns the cursor.
-    /// Not logged: after a crash the cursor may be older (see `cursor_opts`).
+    /// Kept in memory and written by the next [`Store::persist_cursors`]: after a crash the
+    /// cursor may be older, so events are delivered again, which clients deduplicate by
+    /// seq. Not worth a log write per Ack.
     pub fn ack(&self, user_id: u64, seq: u64) -> Result<u64> {
-        let db = self.db()?;
         let current = self.acked(user_id)?;
         if seq <= current {
             return Ok(current);
         }
-        db.put_cf_opt(
-            cf_handle(&db, CF_CURSORS),
-            keys::user(user_id),
-            seq.to_be_bytes(),
-            &self.cursor_opts,
-        )?;
+        self.cursors.borrow_mut().insert(user_id, seq);
+        self.dirty_cursors.borrow_mut().insert(user_id);
         Ok(seq)
+    }
+
+    /// Writes the cursors moved since the last call, in one batch. The shard calls this
+    /// about once a second; [`Store::flush`] and [`Store::close`] call it too.
+    pub fn persist_cursors(&self) -> Result<()> {
+        let dirty = std::mem::take(&mut *self.dirty_cursors.borrow_mut());
+        if dirty.is_empty() {
+            return Ok(());
+        }
+        let db = self.db()?;
+        let mut batch = WriteBatch::default();
+        {
+            let cursors = self.cursors.borrow();
+            for user_id in &dirty {
+                if let Some(seq) = cursors.get(user_id) {
+                    batch.put_cf(
+                        cf_handle(&db, CF_CURSORS),
+                        keys::user(*user_id),
+                        seq.to_be_bytes(),
+                    );
+                }
+            }
+        }
+        let written = db.write_opt(batch, &self.cursor_opts);
+        if written.is_err() {
+            // Tried again next time.
+            self.dirty_cursors.borrow_mut().extend(dirty);
+        }
+        Ok(written?)
     }
 
     // ---- history ----
@@ -632,6 +685,13 @@ impl Store {
         }
         messages.reverse();
         Ok(HistoryPage { messages, more })
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        // Cursors still in memory go with the database (a closed store has none left).
+        let _ = self.persist_cursors();
     }
 }
 

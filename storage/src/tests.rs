@@ -110,6 +110,25 @@ fn ack_cursor_only_moves_forward() {
 }
 
 #[test]
+fn ack_cursors_reach_the_disk_in_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = Store::open(dir.path(), Durability::Wal).unwrap();
+        s.ack(2, 5).unwrap();
+        s.ack(2, 7).unwrap();
+        s.ack(3, 1).unwrap();
+        s.persist_cursors().unwrap();
+        s.ack(3, 4).unwrap();
+        // Closing writes what moved since.
+        s.close().unwrap();
+    }
+    let s = Store::open(dir.path(), Durability::Wal).unwrap();
+    assert_eq!(s.acked(2).unwrap(), 7);
+    assert_eq!(s.acked(3).unwrap(), 4);
+    assert_eq!(s.acked(4).unwrap(), 0);
+}
+
+#[test]
 fn history_pages_backwards_oldest_first() {
     let (_dir, s) = store();
     // alice (1) and bob (2) alternate; timestamps 1..=25.
