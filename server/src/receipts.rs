@@ -7,7 +7,8 @@
 //! receipt to every sender the new marks cover. Read receipts are dropped on the reader's
 //! shard when the reader turned them off, and on the sender's when the sender did.
 
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
 use chat_protocol::pb::{self, envelope::Body, event, ReceiptKind};
@@ -65,28 +66,108 @@ pub fn store(shard: &Rc<Shard>, to: u64, receipt: pb::Receipt) {
     }
 }
 
-/// On the user's shard, after an Ack moved their cursor from `old` to `new`: delivered
-/// receipts for the 1:1 messages, progress for the groups, that the range covers.
-pub fn acked(shard: &Rc<Shard>, user: u64, old: u64, new: u64) {
-    let span = (new - old).min(chat_storage::RECEIPT_SCAN_LIMIT as u64);
-    let events = match shard.store.read_inbox(user, new - span, span as usize) {
-        Ok(events) => events,
-        Err(e) => return tracing::error!(shard = shard.id, "reading acked events: {e}"),
-    };
-    let mut senders: HashMap<u64, u64> = HashMap::new();
-    let mut groups: HashMap<u64, u64> = HashMap::new();
-    for e in events {
-        match e.kind {
+/// What acking an inbox event tells: whose 1:1 message or which group entry arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Covers {
+    Direct { from: u64 },
+    Group { group_id: u64, seq: u64 },
+    Nothing,
+}
+
+impl Covers {
+    fn of(user: u64, event: &pb::Event) -> Self {
+        match &event.kind {
             Some(event::Kind::Message(m)) if m.group_id == 0 && m.from_user_id != user => {
-                let seq = senders.entry(m.from_user_id).or_default();
-                *seq = (*seq).max(e.seq);
+                Covers::Direct {
+                    from: m.from_user_id,
+                }
             }
             Some(event::Kind::Message(pb::Message { group_id, seq, .. }))
             | Some(event::Kind::GroupChange(pb::GroupChange { group_id, seq, .. })) => {
+                Covers::Group {
+                    group_id: *group_id,
+                    seq: *seq,
+                }
+            }
+            _ => Covers::Nothing,
+        }
+    }
+}
+
+/// Most events a user's ledger keeps; a user who acks less often than that is read back
+/// from the inbox instead.
+const LEDGER_CAP: usize = 256;
+
+/// The events appended for online users and not yet acked, with what they cover: an Ack
+/// (usually a few ms after the push) finds its receipts here instead of reading the inbox
+/// back from RocksDB.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    by_user: RefCell<HashMap<u64, VecDeque<(u64, Covers)>>>,
+}
+
+impl Ledger {
+    /// An event appended to the inbox of `user`, who is online.
+    pub fn appended(&self, user: u64, event: &pb::Event) {
+        let mut by_user = self.by_user.borrow_mut();
+        let list = by_user.entry(user).or_default();
+        if list.len() == LEDGER_CAP {
+            list.pop_front();
+        }
+        list.push_back((event.seq, Covers::of(user, event)));
+    }
+
+    /// The user's last session ended.
+    pub fn forget(&self, user: u64) {
+        self.by_user.borrow_mut().remove(&user);
+    }
+
+    /// Takes what events (`old`, `new`] cover, if the ledger holds every one of them.
+    fn take(&self, user: u64, old: u64, new: u64) -> Option<Vec<(u64, Covers)>> {
+        let mut by_user = self.by_user.borrow_mut();
+        let list = by_user.get_mut(&user)?;
+        while list.front().is_some_and(|&(seq, _)| seq <= old) {
+            list.pop_front();
+        }
+        let end = list.partition_point(|&(seq, _)| seq <= new);
+        // Seqs ascend without repeats, so first old + 1 and count new - old mean all of them.
+        let complete =
+            list.front().is_some_and(|&(seq, _)| seq == old + 1) && end as u64 == new - old;
+        let covered: Vec<(u64, Covers)> = list.drain(..end).collect();
+        complete.then_some(covered)
+    }
+}
+
+/// On the user's shard, after an Ack moved their cursor from `old` to `new`: delivered
+/// receipts for the 1:1 messages, progress for the groups, that the range covers.
+pub fn acked(shard: &Rc<Shard>, user: u64, old: u64, new: u64) {
+    let covered = match shard.ledger.take(user, old, new) {
+        Some(covered) => covered,
+        None => {
+            let span = (new - old).min(chat_storage::RECEIPT_SCAN_LIMIT as u64);
+            match shard.store.read_inbox(user, new - span, span as usize) {
+                Ok(events) => events
+                    .iter()
+                    .map(|e| (e.seq, Covers::of(user, e)))
+                    .collect(),
+                Err(e) => return tracing::error!(shard = shard.id, "reading acked events: {e}"),
+            }
+        }
+    };
+    let mut senders: HashMap<u64, u64> = HashMap::new();
+    let mut groups: HashMap<u64, u64> = HashMap::new();
+    // Direct messages are noted by inbox seq (the receipt's up_to), groups by group seq.
+    for (inbox_seq, covers) in covered {
+        match covers {
+            Covers::Direct { from } => {
+                let at = senders.entry(from).or_default();
+                *at = (*at).max(inbox_seq);
+            }
+            Covers::Group { group_id, seq } => {
                 let at = groups.entry(group_id).or_default();
                 *at = (*at).max(seq);
             }
-            _ => {}
+            Covers::Nothing => {}
         }
     }
     for (sender, up_to) in senders {

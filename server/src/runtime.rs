@@ -30,6 +30,8 @@ const MESH_CAPACITY: usize = 1024;
 const UPLOAD_SWEEP: Duration = Duration::from_secs(600);
 /// How often a shard looks for connections past their login or idle timeout.
 const TIMEOUT_SWEEP: Duration = Duration::from_millis(500);
+/// How often a shard writes the ack cursors that moved (see `Store::persist_cursors`).
+const CURSOR_PERSIST: Duration = Duration::from_secs(1);
 /// How often an idle shard checks for shutdown.
 const STOP_POLL: Duration = Duration::from_millis(20);
 
@@ -397,6 +399,15 @@ async fn run_shard(seed: ShardSeed) {
             }
         }));
     }
+    let persisting = shard.clone();
+    services.push(glommio::spawn_local(async move {
+        loop {
+            glommio::timer::sleep(CURSOR_PERSIST).await;
+            if let Err(e) = persisting.store.persist_cursors() {
+                tracing::error!(shard = persisting.id, "writing ack cursors: {e}");
+            }
+        }
+    }));
     // Uploads abandoned for a day.
     let sweeping = shard.clone();
     services.push(glommio::spawn_local(async move {

@@ -168,11 +168,13 @@ pub enum ShardMsg {
 /// Work that waits for the shard's next group commit (see [`Shard::commit_staged`]).
 #[derive(Debug)]
 pub enum AfterCommit {
-    /// A message staged in the recipient's inbox.
+    /// A message staged in the recipient's inbox (and in the sender's history when
+    /// `sender_recorded`: the sender lives on this shard too).
     StoredForRecipient {
         reply: Reply,
         msg: pb::Message,
         duplicate: bool,
+        sender_recorded: bool,
     },
     /// A message staged in the sender's history.
     RecordedForSender {
@@ -257,6 +259,8 @@ pub struct Shard {
     pub presence: Rc<PresenceHub>,
     /// Push notifications: settings, the dispatcher's wake-up, counters (`crate::push`).
     pub push: Rc<crate::push::Push>,
+    /// Events pushed to online users and not yet acked (`crate::receipts::Ledger`).
+    pub ledger: crate::receipts::Ledger,
     /// Catch-ups waiting for their connection to drain, by stream generation.
     pub drained: RefCell<HashMap<u64, Rc<Signal>>>,
     /// Decrypted bytes pass through here on their way to a connection's frame buffer.
@@ -296,6 +300,7 @@ impl Shard {
             uploads: Default::default(),
             presence: Rc::default(),
             push,
+            ledger: Default::default(),
             drained: RefCell::default(),
             read_buf: RefCell::new(vec![0; crate::conn::READ_CHUNK]),
             metrics,
@@ -518,11 +523,12 @@ impl Shard {
                     reply,
                     msg,
                     duplicate,
+                    sender_recorded,
                 } => {
                     if !duplicate {
                         self.metrics.messages_stored.inc();
                     }
-                    cmd::send::durable_for_recipient(self, reply, msg, duplicate)
+                    cmd::send::durable_for_recipient(self, reply, msg, duplicate, sender_recorded)
                 }
                 AfterCommit::RecordedForSender {
                     reply,
@@ -596,6 +602,7 @@ impl Shard {
             last
         };
         if last {
+            self.ledger.forget(user);
             self.metrics.users_online.dec();
             self.presence.went_offline(self, user);
         }
@@ -697,6 +704,7 @@ impl Shard {
             let Some(list) = sessions.get_mut(&user) else {
                 return;
             };
+            self.ledger.appended(user, event);
             for session in list.iter_mut() {
                 let Some(stream) = session.stream.as_mut() else {
                     continue;

@@ -1,6 +1,7 @@
 //! SendMessage: staged on the recipient's shard and made durable by that shard's next group
 //! commit; then pushed to the recipient's live sessions and handed to the sender's shard,
-//! which records it in the sender's history (its own group commit) and acks.
+//! which records it in the sender's history (its own group commit) and acks. When both
+//! users live on one shard, both copies go into the same commit.
 
 use std::rc::Rc;
 
@@ -31,30 +32,47 @@ pub fn run(shard: &Rc<Shard>, reply: Reply, sender: u64, send: Send) {
         text: send.text,
         group_id: 0,
     };
-    match shard.store.stage_message(&msg) {
-        Ok((appended, stored)) => {
-            if !appended.duplicate {
-                // In the same batch as the message: an offline recipient's notification.
-                crate::push::stage_for_message(shard, &stored);
-            }
-            shard.after_commit(AfterCommit::StoredForRecipient {
-                reply,
-                msg: stored,
-                duplicate: appended.duplicate,
-            })
-        }
-        Err(e) => shard.internal(reply, &e),
+    let (appended, stored) = match shard.store.stage_message(&msg) {
+        Ok(staged) => staged,
+        Err(e) => return shard.internal(reply, &e),
+    };
+    if !appended.duplicate {
+        // In the same batch as the message: an offline recipient's notification.
+        crate::push::stage_for_message(shard, &stored);
     }
+    // A sender of this shard gets its history copy in the same batch: one commit, not two.
+    let sender_recorded = shard_of_user(sender, shard.shards) == shard.id;
+    if sender_recorded {
+        if let Err(e) = shard.store.stage_sent(&stored) {
+            return shard.internal(reply, &e);
+        }
+    }
+    shard.after_commit(AfterCommit::StoredForRecipient {
+        reply,
+        msg: stored,
+        duplicate: appended.duplicate,
+        sender_recorded,
+    })
 }
 
-/// On the recipient's shard, once the message is durable: push it, tell the sender's shard.
-pub fn durable_for_recipient(shard: &Rc<Shard>, reply: Reply, msg: pb::Message, duplicate: bool) {
+/// On the recipient's shard, once the message is durable: push it, then ack (when the
+/// sender's copy was in the same commit) or tell the sender's shard.
+pub fn durable_for_recipient(
+    shard: &Rc<Shard>,
+    reply: Reply,
+    msg: pb::Message,
+    duplicate: bool,
+    sender_recorded: bool,
+) {
     if !duplicate {
         let event = pb::Event {
             seq: msg.seq,
             kind: Some(pb::event::Kind::Message(msg.clone())),
         };
         shard.on_appended(msg.to_user_id, &event);
+    }
+    if sender_recorded {
+        return durable_for_sender(shard, reply, &msg, duplicate);
     }
     shard.dispatch(
         shard_of_user(msg.from_user_id, shard.shards),
