@@ -118,10 +118,15 @@ pub struct Args {
     /// or a load balancer restart
     #[arg(long, value_name = "SECS")]
     pub storm_at: Option<f64>,
-    /// Receivers mark their 1:1 conversation read at every ack (every 100 ms), so senders
-    /// get read receipts as well as delivered ones
+    /// Receivers mark their 1:1 conversation read at every ack, so senders get read
+    /// receipts as well as delivered ones
     #[arg(long)]
     pub mark_read: bool,
+    /// A connection acknowledges what it received within this many milliseconds, with one
+    /// Ack for everything that arrived meanwhile, as an app that shows ticks does (0 = an
+    /// Ack after every read)
+    #[arg(long, default_value_t = 5.0, value_name = "MS")]
+    pub ack_interval_ms: f64,
     /// Every connection subscribes to its partner's presence (again after a reconnect)
     #[arg(long)]
     pub watch_presence: bool,

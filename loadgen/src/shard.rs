@@ -205,6 +205,8 @@ struct State {
     /// User id of every account, by index (a partner is index ^ 1).
     peer_ids: Arc<Vec<u64>>,
     mark_read: bool,
+    /// How soon a connection acknowledges what it received (--ack-interval-ms).
+    ack_every: Duration,
     watch_presence: bool,
 }
 
@@ -303,6 +305,7 @@ async fn run_thread(
         inflight: Cell::new(0),
         peer_ids: peer_ids.clone(),
         mark_read: args.mark_read,
+        ack_every: Duration::from_secs_f64(args.ack_interval_ms.max(0.0) / 1000.0),
         watch_presence: args.watch_presence,
     });
     let addr = args
@@ -643,8 +646,6 @@ impl TokenOf for Sender {
     }
 }
 
-/// How often a receiving connection acknowledges its inbox (one Ack covers everything).
-const ACK_EVERY: Duration = Duration::from_millis(100);
 /// How often every connection pings (the server closes connections silent for 90 s).
 const KEEPALIVE: Duration = Duration::from_secs(30);
 
@@ -686,9 +687,22 @@ async fn read_loop(
     let mut unread_direct = 0u64;
     let mut last_ack = Instant::now();
     loop {
-        match reader.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        // With something to acknowledge, wait for more bytes only until the Ack is due.
+        let read = if unacked_seq > 0 {
+            let due = (last_ack + state.ack_every).saturating_duration_since(Instant::now());
+            let timeout = async {
+                glommio::timer::sleep(due).await;
+                Ok(None)
+            };
+            futures_lite::future::or(async { reader.read(&mut chunk).await.map(Some) }, timeout)
+                .await
+        } else {
+            reader.read(&mut chunk).await.map(Some)
+        };
+        match read {
+            Ok(Some(0)) | Err(_) => return,
+            Ok(Some(n)) => buf.extend_from_slice(&chunk[..n]),
+            Ok(None) => {}
         }
         let now = state.start.elapsed().as_nanos() as u64;
         while let Ok(Some(env)) = decoder.decode(&mut buf) {
@@ -754,8 +768,8 @@ async fn read_loop(
                 _ => {}
             }
         }
-        // Acknowledge what arrived, batched as a real client does: at most every ACK_EVERY.
-        if unacked_seq > 0 && last_ack.elapsed() >= ACK_EVERY {
+        // Acknowledge what arrived, batched as a real client does: within --ack-interval-ms.
+        if unacked_seq > 0 && last_ack.elapsed() >= state.ack_every {
             last_ack = Instant::now();
             out.push(&envelope(
                 out.request_id(),
