@@ -14,9 +14,15 @@ pub fn inbox(user_id: u64, seq: u64) -> [u8; 16] {
     pair(user_id, seq)
 }
 
-/// history: owner | peer | timestamp_us (timestamps are unique per server)
-pub fn history(owner: u64, peer: u64, timestamp_us: u64) -> [u8; 24] {
-    triple(owner, peer, timestamp_us)
+/// history: the conversation's lower user id | its higher one | timestamp_us (timestamps are
+/// unique per server). One key for both users: a shard that holds both stores a message once.
+pub fn history(user: u64, peer: u64, timestamp_us: u64) -> [u8; 24] {
+    triple(user.min(peer), user.max(peer), timestamp_us)
+}
+
+/// Whether a `history` key belongs to the conversation of `user` and `peer`.
+pub fn in_conversation(key: &[u8], user: u64, peer: u64) -> bool {
+    key.get(..16) == Some(&history(user, peer, 0)[..16])
 }
 
 /// idempotency: recipient | sender | client_msg_id (recipient is a group id in

@@ -24,7 +24,7 @@ use chat_protocol::pb::{self, event};
 use prost::Message as _;
 use rocksdb::{
     BlockBasedOptions, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Direction,
-    IteratorMode, Options, WriteBatch, WriteOptions, DB,
+    IteratorMode, MemtableFactory, Options, SliceTransform, WriteBatch, WriteOptions, DB,
 };
 
 pub use assets::Grantee;
@@ -197,6 +197,8 @@ impl Store {
         opts.set_compression_type(DBCompressionType::Lz4);
         // Shards already run one per core; RocksDB's own flush/compaction threads stay few.
         opts.set_max_background_jobs(2);
+        // One shard thread writes each instance; and the hashed memtables below need it.
+        opts.set_allow_concurrent_memtable_write(false);
         let cfs = ALL_CFS.iter().map(|name| {
             let mut cf = Options::default();
             cf.set_compression_type(DBCompressionType::Lz4);
@@ -206,8 +208,16 @@ impl Store {
             table.set_bloom_filter(10.0, false);
             cf.set_block_based_table_factory(&table);
             if [CF_IDEMPOTENCY, CF_GROUP_IDEMPOTENCY].contains(name) {
-                // Every send looks its (sender, client_msg_id) up here and nearly always
-                // misses: a memtable bloom filter answers that without a skip-list search.
+                // Only point lookups here, and every send makes one (nearly always a miss)
+                // and an insert: a hash of small skip lists, one per (recipient, sender),
+                // costs a fraction of one skip list over every record, and a memtable
+                // bloom filter answers most misses without even that.
+                cf.set_prefix_extractor(SliceTransform::create_fixed_prefix(16));
+                cf.set_memtable_factory(MemtableFactory::HashSkipList {
+                    bucket_count: 100_000,
+                    height: 4,
+                    branching_factor: 4,
+                });
                 cf.set_memtable_prefix_bloom_ratio(0.05);
                 cf.set_memtable_whole_key_filtering(true);
                 // Without this the records of every send ever made would stay forever.
@@ -226,6 +236,7 @@ impl Store {
             ColumnFamilyDescriptor::new(*name, cf)
         });
         let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
+        migrate_history(&db)?;
         let mut write_opts = WriteOptions::default();
         write_opts.set_sync(durability == Durability::Fsync);
         let cursor_opts = WriteOptions::default();
@@ -516,7 +527,9 @@ impl Store {
     }
 
     /// Stages the sender-side history copy of a message (durable after [`Store::commit`]).
-    /// Idempotent: the key is (sender, recipient, timestamp), so a retry overwrites itself.
+    /// Idempotent: the key is (conversation, timestamp), so a retry overwrites itself. Not
+    /// needed when the recipient lives in this store too: [`Store::stage_message`] wrote the
+    /// conversation's one copy.
     pub fn stage_sent(&self, msg: &pb::Message) -> Result<()> {
         let db = self.db()?;
         self.pending.borrow_mut().put_cf(
@@ -674,7 +687,7 @@ impl Store {
         let mut more = false;
         for item in iter {
             let (key, value) = item?;
-            if keys::u64_at(&key, 0) != Some(owner) || keys::u64_at(&key, 8) != Some(peer) {
+            if !keys::in_conversation(&key, owner, peer) {
                 break;
             }
             if messages.len() == limit {
@@ -686,6 +699,42 @@ impl Store {
         messages.reverse();
         Ok(HistoryPage { messages, more })
     }
+}
+
+/// The `meta` key that says history is keyed by conversation (see `keys::history`).
+const HISTORY_LAYOUT: &[u8] = b"history_layout";
+const BY_CONVERSATION: &[u8] = b"conversation";
+
+/// Rewrites history written before it was keyed by conversation: each user's copy was
+/// keyed (owner, peer, timestamp); a copy under (higher id, lower id) moves to the
+/// conversation's key, where the other user's copy of the same message may already be.
+fn migrate_history(db: &DB) -> Result<()> {
+    let meta = cf_handle(db, CF_META);
+    if db.get_pinned_cf(meta, HISTORY_LAYOUT)?.as_deref() == Some(BY_CONVERSATION) {
+        return Ok(());
+    }
+    let cf = cf_handle(db, CF_HISTORY);
+    let mut batch = WriteBatch::default();
+    for item in db.iterator_cf(cf, IteratorMode::Start) {
+        let (key, value) = item?;
+        let (Some(owner), Some(peer), Some(ts)) = (
+            keys::u64_at(&key, 0),
+            keys::u64_at(&key, 8),
+            keys::u64_at(&key, 16),
+        ) else {
+            return Err(corrupt(CF_HISTORY, "short key"));
+        };
+        if owner > peer {
+            batch.put_cf(cf, keys::history(owner, peer, ts), &value);
+            batch.delete_cf(cf, &key);
+        }
+        if batch.len() >= 10_000 {
+            db.write(std::mem::take(&mut batch))?;
+        }
+    }
+    batch.put_cf(meta, HISTORY_LAYOUT, BY_CONVERSATION);
+    db.write(batch)?;
+    Ok(())
 }
 
 impl Drop for Store {

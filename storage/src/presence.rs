@@ -57,9 +57,7 @@ impl Store {
             IteratorMode::From(&start, Direction::Forward),
         );
         Ok(match iter.next().transpose()? {
-            Some((key, _)) => {
-                keys::u64_at(&key, 0) == Some(owner) && keys::u64_at(&key, 8) == Some(peer)
-            }
+            Some((key, _)) => keys::in_conversation(&key, owner, peer),
             None => false,
         })
     }

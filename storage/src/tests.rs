@@ -357,3 +357,41 @@ fn marks_advanced_twice_before_a_commit_see_each_other() {
         }
     );
 }
+
+#[test]
+fn history_of_the_old_layout_is_rekeyed_by_conversation_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, bob) = (7u64, 3u64);
+    {
+        let s = Store::open(dir.path(), Durability::Wal).unwrap();
+        let db = s.db().unwrap();
+        let cf = cf_handle(&db, CF_HISTORY);
+        // Before: each user's copy under (owner, peer, timestamp), both on this shard.
+        for (owner, peer, ts) in [(alice, bob, 10), (bob, alice, 10), (alice, bob, 11)] {
+            let m = msg(alice, bob, ts, ts, "hi");
+            let mut key = owner.to_be_bytes().to_vec();
+            key.extend(peer.to_be_bytes());
+            key.extend(ts.to_be_bytes());
+            db.put_cf(cf, key, m.encode_to_vec()).unwrap();
+        }
+        db.delete_cf(cf_handle(&db, CF_META), HISTORY_LAYOUT)
+            .unwrap();
+    }
+    let s = Store::open(dir.path(), Durability::Wal).unwrap();
+    for (owner, peer) in [(alice, bob), (bob, alice)] {
+        let ts: Vec<u64> = s
+            .history(owner, peer, 0, 10)
+            .unwrap()
+            .messages
+            .iter()
+            .map(|m| m.timestamp_us)
+            .collect();
+        assert_eq!(ts, [10, 11], "history of {owner} with {peer}");
+        assert!(s.has_conversation(owner, peer).unwrap());
+    }
+    let db = s.db().unwrap();
+    let left = db
+        .iterator_cf(cf_handle(&db, CF_HISTORY), IteratorMode::Start)
+        .count();
+    assert_eq!(left, 2, "one entry per message");
+}

@@ -1,7 +1,8 @@
 //! SendMessage: staged on the recipient's shard and made durable by that shard's next group
 //! commit; then pushed to the recipient's live sessions and handed to the sender's shard,
 //! which records it in the sender's history (its own group commit) and acks. When both
-//! users live on one shard, both copies go into the same commit.
+//! users live on one shard, the one history entry serves both and the ack follows the
+//! recipient's commit.
 
 use std::rc::Rc;
 
@@ -40,13 +41,9 @@ pub fn run(shard: &Rc<Shard>, reply: Reply, sender: u64, send: Send) {
         // In the same batch as the message: an offline recipient's notification.
         crate::push::stage_for_message(shard, &stored);
     }
-    // A sender of this shard gets its history copy in the same batch: one commit, not two.
+    // A sender of this shard shares the history entry just staged (history is keyed by
+    // conversation): one copy, one commit, then the ack.
     let sender_recorded = shard_of_user(sender, shard.shards) == shard.id;
-    if sender_recorded {
-        if let Err(e) = shard.store.stage_sent(&stored) {
-            return shard.internal(reply, &e);
-        }
-    }
     shard.after_commit(AfterCommit::StoredForRecipient {
         reply,
         msg: stored,
