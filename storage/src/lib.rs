@@ -233,8 +233,23 @@ impl Store {
                 cf.set_blob_compression_type(DBCompressionType::None);
                 cf.set_enable_blob_gc(true);
             }
-            ColumnFamilyDescriptor::new(*name, cf)
+            // Appends: an inbox grows at its user's end, a conversation's history at its
+            // newest message. A hint per prefix (kept by the memtable across batches)
+            // starts each insert where the last one of that prefix went, instead of a
+            // search from the top of a skip list holding every key.
+            let hint_prefix = match *name {
+                CF_INBOX => Some(keys::ID),
+                CF_HISTORY => Some(2 * keys::ID),
+                _ => None,
+            };
+            if let Some(len) = hint_prefix {
+                let hint =
+                    format!("memtable_insert_with_hint_prefix_extractor=rocksdb.FixedPrefix.{len}");
+                cf = cf.get_options_from_string(hint)?;
+            }
+            Ok(ColumnFamilyDescriptor::new(*name, cf))
         });
+        let cfs = cfs.collect::<Result<Vec<_>>>()?;
         let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
         migrate_history(&db)?;
         let mut write_opts = WriteOptions::default();
