@@ -529,9 +529,17 @@ impl Drop for Connection {
 /// The TLS settings every client of chatd uses: TLS 1.3 only, trusting only the CA in
 /// `ca_pem`. Shared with other clients (the load generator) so they cannot drift apart.
 pub fn tls_config(ca_pem: &Path) -> Result<Arc<ClientConfig>> {
+    let in_file = |e: &dyn std::fmt::Display| {
+        tls_err(format!("CA certificate file {}: {e}", ca_pem.display()))
+    };
     let mut roots = RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca_pem).map_err(tls_err)? {
-        roots.add(cert.map_err(tls_err)?).map_err(tls_err)?;
+    for cert in CertificateDer::pem_file_iter(ca_pem).map_err(|e| in_file(&e))? {
+        roots
+            .add(cert.map_err(|e| in_file(&e))?)
+            .map_err(|e| in_file(&e))?;
+    }
+    if roots.is_empty() {
+        return Err(in_file(&"no PEM certificate in it"));
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = ClientConfig::builder_with_provider(provider)

@@ -52,6 +52,9 @@ pub struct Groups {
     next_check: Cell<u64>,
     /// (group, seq) -> member shards that have not confirmed the entry yet.
     unconfirmed: RefCell<HashMap<(u64, u64), usize>>,
+    /// (group, seq) of a membership or name change -> its answer, sent once every member
+    /// shard has stored the change (see [`Groups::entry_durable`]).
+    answers: RefCell<HashMap<(u64, u64), (Reply, Body)>>,
 }
 
 /// Why a group operation was refused.
@@ -301,6 +304,29 @@ impl Groups {
 
     // ---- handing entries to member shards ----
 
+    /// A log entry is durable on the group's shard: hands it to the members. A message is
+    /// acked at once; a change is answered once every member shard has stored it, so when
+    /// the caller hears of it, every member's shard knows the new membership (presence
+    /// counts group members as contacts, and asks their shards, not this one).
+    pub fn entry_durable(
+        &self,
+        shard: &Rc<Shard>,
+        reply: Reply,
+        answer: Body,
+        entry: &pb::Event,
+        recipients: &[u64],
+    ) {
+        match (&entry.kind, chat_storage::group_of(entry)) {
+            (Some(event::Kind::GroupChange(_)), Some(group_id)) => {
+                self.answers
+                    .borrow_mut()
+                    .insert((group_id, entry.seq), (reply, answer));
+            }
+            _ => shard.respond(reply, answer),
+        }
+        self.fan_out(shard, entry, recipients);
+    }
+
     /// Hands a durable log entry to the shards of `recipients`, one batch per shard.
     pub fn fan_out(&self, shard: &Rc<Shard>, entry: &pb::Event, recipients: &[u64]) {
         let Some(group_id) = chat_storage::group_of(entry) else {
@@ -350,6 +376,10 @@ impl Groups {
     }
 
     fn confirm_all(&self, shard: &Rc<Shard>, group_id: u64, seq: u64) {
+        let answer = self.answers.borrow_mut().remove(&(group_id, seq));
+        if let Some((reply, body)) = answer {
+            shard.respond(reply, body);
+        }
         match shard.store.stage_fanout_done(group_id, seq) {
             Ok(()) => shard.want_commit(),
             Err(e) => tracing::error!(shard = shard.id, "confirming group entry: {e}"),

@@ -2,6 +2,7 @@
 //! (TOML), then flags. See docs/OPERATIONS.md.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 
 use clap::Parser;
@@ -63,8 +64,42 @@ enum LogFormat {
     Json,
 }
 
-fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+/// Errors end the process with one line on stderr and exit status 1: no backtrace, even
+/// with RUST_BACKTRACE set (an operator needs what failed, where and why, not frames).
+fn main() -> ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("chatd: cannot start: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes on one line, with a hint for the common ones.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = format!("{e:#}");
+    let io = e.chain().find_map(|c| c.downcast_ref::<std::io::Error>());
+    match io.map(std::io::Error::kind) {
+        Some(std::io::ErrorKind::AddrInUse) => {
+            let flag = if line.contains("metrics_listen") {
+                "--metrics-listen"
+            } else {
+                "--listen"
+            };
+            line.push_str(&format!(
+                " (another process holds that port: stop it, or choose another address with {flag})"
+            ));
+        }
+        Some(std::io::ErrorKind::PermissionDenied) => {
+            line.push_str(" (permission denied: check the path's owner, or use a port >= 1024)")
+        }
+        _ => {}
+    }
+    line.replace('\n', " ")
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
     let filter = args
         .log
         .clone()

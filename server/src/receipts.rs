@@ -12,6 +12,7 @@ use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
 use chat_protocol::pb::{self, envelope::Body, event, ReceiptKind};
+use chat_protocol::ErrorCode;
 
 use crate::clock::Clock;
 use crate::routing::{shard_of_group, shard_of_user};
@@ -201,12 +202,27 @@ pub fn group_progress(shard: &Rc<Shard>, p: Progress, reply: Option<Reply>) {
             return;
         }
     };
+    if let Some(reply) = reply {
+        match shard.store.group_head(p.group_id) {
+            Ok(head) if p.marker > head => {
+                let msg = format!(
+                    "cannot mark seq {} read: the group head is {head}",
+                    p.marker
+                );
+                return shard.fail(reply, ErrorCode::InvalidArgument, msg);
+            }
+            Ok(_) => {}
+            Err(e) => return shard.internal(reply, &e),
+        }
+    }
     // In a big group every member's progress would be a receipt for the sender: there the
     // marks are kept for GetReceipts only.
     let push = group.members.len() <= MAX_GROUP_FOR_RECEIPT_PUSHES;
+    // What a member has read they have received, whether or not they share reads.
+    let delivered = p.delivered.max(p.marker);
     let old = match shard
         .store
-        .advance_group_marks(p.group_id, p.member, p.delivered, p.read)
+        .advance_group_marks(p.group_id, p.member, delivered, p.read)
     {
         Ok(old) => old,
         Err(e) => {
@@ -216,8 +232,6 @@ pub fn group_progress(shard: &Rc<Shard>, p: Progress, reply: Option<Reply>) {
             return;
         }
     };
-    // Reading implies having received.
-    let delivered = p.delivered.max(p.read);
     for (kind, from, to) in [
         (ReceiptKind::Delivered, old.delivered, delivered),
         (ReceiptKind::Read, old.read, p.read),

@@ -547,8 +547,8 @@ impl Shard {
                     if matches!(entry.kind, Some(pb::event::Kind::Message(_))) {
                         self.metrics.messages_stored.inc();
                     }
-                    self.respond(reply, answer);
-                    self.groups.fan_out(self, &entry, &recipients);
+                    self.groups
+                        .entry_durable(self, reply, answer, &entry, &recipients);
                 }
                 AfterCommit::GroupDelivery {
                     from,

@@ -25,11 +25,22 @@ pub fn run(shard: &Rc<Shard>, reply: Reply, me: u64, with: Conversation, up_to_s
                 let msg = format!("cannot mark seq {up_to_seq} read: the inbox head is {head}");
                 return shard.fail(reply, ErrorCode::InvalidArgument, msg);
             }
+            let acked = match shard.store.acked(me) {
+                Ok(seq) => seq,
+                Err(e) => return shard.internal(reply, &e),
+            };
             match shard.store.advance_read_marker(me, false, peer, up_to_seq) {
-                Ok(Some(_)) if share => {
-                    receipts::send(shard, peer, me, 0, ReceiptKind::Read, up_to_seq)
+                Ok(Some(_)) => {
+                    // Read means received, whether or not reads are shared: what no Ack
+                    // has reported as delivered yet is reported now.
+                    if up_to_seq > acked {
+                        receipts::send(shard, peer, me, 0, ReceiptKind::Delivered, up_to_seq);
+                    }
+                    if share {
+                        receipts::send(shard, peer, me, 0, ReceiptKind::Read, up_to_seq);
+                    }
                 }
-                Ok(_) => {}
+                Ok(None) => {}
                 Err(e) => return shard.internal(reply, &e),
             }
             shard.after_commit(AfterCommit::Answer {

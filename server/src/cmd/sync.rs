@@ -79,10 +79,13 @@ async fn catch_up(shard: Rc<Shard>, reply: Reply, user: u64, generation: u64) {
                     ..stream
                 },
             );
-            let head_seq = stream
-                .next_seq
-                .saturating_sub(1)
-                .max(shard.store.inbox_head(user).unwrap_or(0));
+            // The inbox head, also when the Sync started beyond it (then nothing was read
+            // and the head is below `after_seq`): a client may ack what this says.
+            let read_up_to = stream.next_seq.saturating_sub(1);
+            let head_seq = match shard.store.inbox_head(user) {
+                Ok(head) => head.min(read_up_to),
+                Err(e) => return shard.internal(reply, &e),
+            };
             return shard.respond(reply, Body::SyncDone(pb::SyncDone { head_seq }));
         }
         shard.set_stream(user, reply.conn, stream);

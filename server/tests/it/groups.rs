@@ -376,3 +376,48 @@ fn a_group_of_ten_thousand_reaches_every_member_once() {
         assert_quiet(&conn);
     }
 }
+
+#[test]
+fn leaving_answers_the_group_after_and_a_returning_creator_is_a_plain_member() {
+    let server = TestServer::start(2);
+    let (ann, a) = server.user(&name_on_shard("ann", 0, 2));
+    let (ben, b) = server.user(&name_on_shard("ben", 1, 2));
+    let (_cid, c) = server.user(&name_on_shard("cid", 0, 2));
+    let (a, b, c) = (a.user_id, b.user_id, c.user_id);
+    let g = ann.create_group("  club  ", &[b, c]).unwrap().group_id;
+    // The name is stored trimmed, not only answered so.
+    assert_eq!(ben.get_group(g).unwrap().name, "club");
+    assert_eq!(ann.rename_group(g, "\tnew name ").unwrap().name, "new name");
+    assert_eq!(ben.get_group(g).unwrap().name, "new name");
+    // Zero ids are refused and change nothing; an empty list changes nothing.
+    assert_eq!(code(ann.add_members(g, &[0])), ErrorCode::InvalidArgument);
+    assert_eq!(
+        code(ann.create_group("z", &[b, 0])),
+        ErrorCode::InvalidArgument
+    );
+    assert_eq!(ann.add_members(g, &[]).unwrap().head_seq, 2);
+    // Nobody but the creator is an admin while the creator is in the group.
+    assert_eq!(code(ben.remove_member(g, a)), ErrorCode::PermissionDenied);
+
+    // The creator leaves: the answer is the group after the LEFT entry (seq 3), without
+    // them, with the longest-standing member made admin.
+    let after = ann.leave_group(g).unwrap();
+    assert_eq!(after.head_seq, 3);
+    assert_eq!(members(&after), {
+        let mut m = vec![(b, GroupRole::Admin), (c, GroupRole::Member)];
+        m.sort_unstable();
+        m
+    });
+    assert_eq!(code(ann.get_group(g)), ErrorCode::GroupNotFound);
+
+    // Added back, the creator is a plain member; the new admin may remove them.
+    let back = ben.add_members(g, &[a]).unwrap();
+    assert!(members(&back).contains(&(a, GroupRole::Member)));
+    assert!(!back.members.iter().any(|m| m.role() == GroupRole::Creator));
+    assert_eq!(
+        code(ann.rename_group(g, "mine")),
+        ErrorCode::PermissionDenied
+    );
+    let without = ben.remove_member(g, a).unwrap();
+    assert!(!without.members.iter().any(|m| m.user_id == a));
+}

@@ -16,5 +16,6 @@ mod receipts;
 mod restart;
 mod security;
 mod session_fuzz;
+mod startup;
 mod storm;
 mod support;

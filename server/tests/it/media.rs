@@ -350,3 +350,27 @@ fn a_media_send_keeps_its_place_among_pipelined_sends() {
         assert_eq!(got.media.is_some(), i % 3 == 1);
     }
 }
+
+#[test]
+fn mime_types_are_trimmed_and_lowercased_then_matched_exactly() {
+    let server = TestServer::start(1);
+    let (alice, _) = server.user("alice");
+    let data = random_bytes(1000);
+    let spec = |mime: &str| MediaSpec {
+        mime_type: mime.into(),
+        ..image()
+    };
+    let media = alice.upload(&data, &spec("  Image/JPEG\t")).unwrap();
+    assert_eq!(
+        media.mime_type, "image/jpeg",
+        "the asset keeps the normal form"
+    );
+    let sha = chat_client::sha256(&data);
+    for refused in ["image/jpeg; q=1", "image/*", "image/jpe g"] {
+        assert_eq!(
+            code(alice.upload_start(data.len() as u64, &sha, &spec(refused))),
+            pb::ErrorCode::UnsupportedMediaType,
+            "{refused:?}"
+        );
+    }
+}

@@ -187,3 +187,27 @@ fn history_pages_backwards_without_gaps() {
         .messages
         .is_empty());
 }
+
+#[test]
+fn sync_beyond_the_head_answers_the_inbox_head() {
+    let server = TestServer::start(2);
+    let (alice, _) = server.user("alice");
+    let (bob, b) = server.user("bob");
+    for text in ["one", "two"] {
+        alice.send_message(b.user_id, text).unwrap();
+    }
+    // SyncDone.head_seq is the inbox head, also below after_seq; nothing is pushed.
+    assert_eq!(bob.sync(Some(3)).unwrap(), 2);
+    assert_eq!(bob.sync(Some(1000)).unwrap(), 2);
+    assert!(bob
+        .next_event(Duration::from_millis(200))
+        .unwrap()
+        .is_none());
+    // So a client may ack what it was told.
+    assert_eq!(bob.ack(2).unwrap(), 2);
+    assert_eq!(bob.sync(Some(2)).unwrap(), 2);
+    alice.send_message(b.user_id, "three").unwrap();
+    assert_eq!(next_message(&bob).seq, 3);
+    assert_eq!(bob.sync(Some(1)).unwrap(), 3);
+    assert_eq!(next_message(&bob).seq, 2);
+}

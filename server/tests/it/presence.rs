@@ -107,15 +107,8 @@ fn visibility_follows_settings_and_shared_groups() {
         settings.presence_visibility(),
         pb::PresenceVisibility::Everyone
     );
-    // Group membership reaches the members' shards asynchronously; wait for it.
-    let mut seen = Vec::new();
-    for _ in 0..50 {
-        seen = viewer.get_presence(&[m, p, q]).unwrap();
-        if !seen[0].hidden {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    // Visible at once: CreateGroup answered after every member's shard knew the group.
+    let seen = viewer.get_presence(&[m, p, q]).unwrap();
     let hidden: Vec<bool> = seen.iter().map(|p| p.hidden).collect();
     assert_eq!(
         hidden,
@@ -135,6 +128,9 @@ fn typing_reaches_online_peers_and_is_never_stored() {
     let (outsider, _) = server.user("outsider");
     let (a, b, c) = (a.user_id, b.user_id, c.user_id);
     ben.sync(None).unwrap();
+    // No visibility rule: a stranger's typing arrives, even with presence hidden.
+    ann.set_settings(None, Some(pb::PresenceVisibility::Nobody))
+        .unwrap();
     ann.typing(b, 0, true).unwrap();
     match next_push(&ben, Duration::from_secs(10)) {
         Some(Body::TypingUpdate(t)) => {
@@ -191,4 +187,32 @@ fn hiding_presence_silences_existing_subscriptions() {
     // The offline notice would come after the 2 s debounce; it must not come at all.
     assert_eq!(next_push(&watcher, Duration::from_secs(4)), None);
     assert!(watcher.get_presence(&[t.user_id]).unwrap()[0].hidden);
+}
+
+#[test]
+fn group_members_are_contacts_as_soon_as_the_change_is_answered() {
+    let server = TestServer::start(2);
+    // Users on both shards in turn; the group lives on the creator's connection shard.
+    for round in 0..6 {
+        let user = |who: &str, shard: usize| {
+            server.user(&name_on_shard(&format!("r{round}{who}"), shard, 2))
+        };
+        let (ann, a) = user("ann", round % 2);
+        let (ben, b) = user("ben", (round + 1) % 2);
+        let (cat, c) = user("cat", (round / 2) % 2);
+        let (a, b, c) = (a.user_id, b.user_id, c.user_id);
+        assert!(ben.get_presence(&[a]).unwrap()[0].hidden, "strangers");
+
+        let g = ann.create_group("now", &[b]).unwrap().group_id;
+        let seen = ben.get_presence(&[a]).unwrap();
+        assert!(!seen[0].hidden && seen[0].online, "round {round}: {seen:?}");
+        assert!(!ann.get_presence(&[b]).unwrap()[0].hidden, "round {round}");
+
+        ann.add_members(g, &[c]).unwrap();
+        assert!(!cat.get_presence(&[a]).unwrap()[0].hidden, "round {round}");
+
+        // Out of the group (and no 1:1 conversation): no longer a contact.
+        ben.leave_group(g).unwrap();
+        assert!(ben.get_presence(&[a]).unwrap()[0].hidden, "round {round}");
+    }
 }

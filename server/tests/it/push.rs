@@ -695,3 +695,24 @@ fn a_token_registered_by_another_user_is_taken_from_the_first() {
     let to_bob = gateway.for_user(bob, 1);
     assert_eq!(to_bob[0].notification()["devices"], devices(&["one-phone"]));
 }
+
+#[test]
+fn push_token_requests_refuse_an_empty_token() {
+    let server = TestServer::start(1);
+    let (conn, _) = server.user("tokens");
+    let code = |r: chat_client::Result<()>| r.unwrap_err().code();
+    assert_eq!(
+        code(conn.register_push_token(pb::PushPlatform::Fcm, "")),
+        Some(pb::ErrorCode::InvalidArgument)
+    );
+    assert_eq!(
+        code(conn.unregister_push_token("")),
+        Some(pb::ErrorCode::InvalidArgument)
+    );
+    assert_eq!(
+        code(conn.register_push_token(pb::PushPlatform::Unspecified, "t")),
+        Some(pb::ErrorCode::InvalidArgument)
+    );
+    // A token the user does not have: success, nothing happens.
+    conn.unregister_push_token("never-registered").unwrap();
+}

@@ -106,7 +106,73 @@ fn read_receipts_off_holds_both_ways_but_delivered_still_flows() {
     ben2.set_settings(Some(true), None).unwrap();
     let seq = ann.send_message(b, "again").unwrap().seq;
     ben.mark_read(a, seq).unwrap();
+    // Not acked: the MarkRead reports the delivery too.
+    assert_eq!(next_receipt(&ann), (b, 0, ReceiptKind::Delivered, seq));
     assert_eq!(next_receipt(&ann), (b, 0, ReceiptKind::Read, seq));
+}
+
+#[test]
+fn mark_read_without_ack_counts_as_delivered_with_read_receipts_on_and_off() {
+    let server = TestServer::start(2);
+    let (ann, a) = server.user(&name_on_shard("ann", 0, 2));
+    let (ben, b) = server.user(&name_on_shard("ben", 1, 2));
+    let (a, b) = (a.user_id, b.user_id);
+    ann.sync(None).unwrap();
+    ben.sync(None).unwrap();
+    for share in [true, false] {
+        ben.set_settings(Some(share), None).unwrap();
+        let seq = ann.send_message(b, "read, never acked").unwrap().seq;
+        next_event(&ben);
+        ben.mark_read(a, seq).unwrap();
+        assert_eq!(
+            next_receipt(&ann),
+            (b, 0, ReceiptKind::Delivered, seq),
+            "read receipts {share}"
+        );
+        if share {
+            assert_eq!(next_receipt(&ann), (b, 0, ReceiptKind::Read, seq));
+        }
+        no_receipt(&ann);
+    }
+}
+
+#[test]
+fn group_mark_read_without_ack_counts_as_delivered_with_read_receipts_on_and_off() {
+    let server = TestServer::start(2);
+    let (owner, _) = server.user(&name_on_shard("owner", 0, 2));
+    let (on, x) = server.user(&name_on_shard("sharer", 1, 2));
+    let (off, y) = server.user(&name_on_shard("private", 0, 2));
+    let (x, y) = (x.user_id, y.user_id);
+    off.set_settings(Some(false), None).unwrap();
+    let g = owner.create_group("r", &[x, y]).unwrap().group_id;
+    owner.sync(None).unwrap();
+    let seq = owner.send_group_message(g, 1, "read me").unwrap().seq;
+
+    // Both read it without acking their inboxes.
+    on.mark_group_read(g, seq).unwrap();
+    off.mark_group_read(g, seq).unwrap();
+    let mut got: Vec<_> = (0..3).map(|_| next_receipt(&owner)).collect();
+    got.sort_unstable();
+    let mut want = vec![
+        (x, g, ReceiptKind::Delivered, seq),
+        (x, g, ReceiptKind::Read, seq),
+        (y, g, ReceiptKind::Delivered, seq),
+    ];
+    want.sort_unstable();
+    assert_eq!(got, want);
+    no_receipt(&owner);
+
+    let r = owner.get_receipts(g, seq).unwrap();
+    let mut delivered = r.delivered_to.clone();
+    delivered.sort_unstable();
+    let mut both = vec![x, y];
+    both.sort_unstable();
+    assert_eq!(delivered, both);
+    assert_eq!(r.read_by, vec![x]);
+
+    // A group seq past the group's head cannot be read.
+    let err = on.mark_group_read(g, seq + 100).unwrap_err();
+    assert_eq!(err.code(), Some(pb::ErrorCode::InvalidArgument));
 }
 
 #[test]

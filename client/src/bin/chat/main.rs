@@ -82,6 +82,15 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli, out: output::Output) -> anyhow::Result<()> {
+    // Said before anything else: TLS would only report "No such file or directory".
+    if let Err(e) = std::fs::File::open(&cli.ca) {
+        anyhow::bail!(
+            "cannot read the CA certificate {}: {e}. Pass the CA the server's certificate \
+             chains to with --ca FILE (a development chatd writes DATA_DIR/tls/ca.pem and \
+             prints its path at start)",
+            cli.ca.display()
+        );
+    }
     let creds = Credentials {
         server: cli.server,
         ca: cli.ca,
