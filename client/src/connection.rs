@@ -187,10 +187,23 @@ impl Connection {
         }
     }
 
+    /// Logs in as a new device without a name (see [`Connection::login_device`]).
     pub fn login(&self, username: &str, password: &str) -> Result<pb::LoggedIn> {
+        self.login_device(username, password, "")
+    }
+
+    /// Logs in with the password; the new token is a new device of the user, listed by
+    /// [`Connection::list_devices`] under `device_name`.
+    pub fn login_device(
+        &self,
+        username: &str,
+        password: &str,
+        device_name: &str,
+    ) -> Result<pb::LoggedIn> {
         let req = Body::Login(pb::Login {
             username: username.into(),
             password: password.into(),
+            device_name: device_name.into(),
         });
         match self.request(req)? {
             Body::LoggedIn(l) => Ok(l),
@@ -483,6 +496,55 @@ impl Connection {
     /// open (this one too) until they close; logging in again needs the password.
     pub fn logout_all(&self) -> Result<()> {
         self.done(Body::LogoutAll(pb::LogoutAll {}))
+    }
+
+    /// The user's devices (one per token not revoked), most recently active first.
+    pub fn list_devices(&self) -> Result<Vec<pb::Device>> {
+        match self.request(Body::ListDevices(pb::ListDevices {}))? {
+            Body::Devices(d) => Ok(d.devices),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Logs a device of the user out: its token is revoked, its connections closed.
+    pub fn revoke_device(&self, device_id: u64) -> Result<()> {
+        self.done(Body::RevokeDevice(pb::RevokeDevice { device_id }))
+    }
+
+    /// Blocks a user: their 1:1 messages are refused, their typing dropped, and they no
+    /// longer see the caller's presence.
+    pub fn block(&self, user_id: u64) -> Result<()> {
+        self.done(Body::Block(pb::Block { user_id }))
+    }
+
+    pub fn unblock(&self, user_id: u64) -> Result<()> {
+        self.done(Body::Unblock(pb::Unblock { user_id }))
+    }
+
+    /// The users the caller blocked, most recent first.
+    pub fn list_blocked(&self) -> Result<Vec<pb::ListedUser>> {
+        self.user_list(Body::ListBlocked(pb::ListBlocked {}))
+    }
+
+    /// Adds a user to the caller's contact list.
+    pub fn add_contact(&self, user_id: u64) -> Result<()> {
+        self.done(Body::AddContact(pb::AddContact { user_id }))
+    }
+
+    pub fn remove_contact(&self, user_id: u64) -> Result<()> {
+        self.done(Body::RemoveContact(pb::RemoveContact { user_id }))
+    }
+
+    /// The caller's contact list, most recent first.
+    pub fn list_contacts(&self) -> Result<Vec<pb::ListedUser>> {
+        self.user_list(Body::ListContacts(pb::ListContacts {}))
+    }
+
+    fn user_list(&self, body: Body) -> Result<Vec<pb::ListedUser>> {
+        match self.request(body)? {
+            Body::UserList(l) => Ok(l.users),
+            other => Err(unexpected(&other)),
+        }
     }
 
     /// Server pushes, in arrival order.

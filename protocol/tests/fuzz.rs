@@ -262,7 +262,13 @@ fn body() -> impl Strategy<Value = Body> {
             .prop_map(|(username, password)| Body::Register(pb::Register { username, password }))
             .boxed(),
         (s(), s())
-            .prop_map(|(username, password)| Body::Login(pb::Login { username, password }))
+            .prop_map(|(username, password)| {
+                Body::Login(pb::Login {
+                    username,
+                    password,
+                    device_name: String::new(),
+                })
+            })
             .boxed(),
         bytes_up_to(64)
             .prop_map(|token| Body::Resume(pb::Resume { token }))
@@ -428,12 +434,13 @@ fn body() -> impl Strategy<Value = Body> {
                 })
             })
             .boxed(),
-        (u(), bytes_up_to(64), u())
-            .prop_map(|(user_id, token, acked_seq)| {
+        (u(), bytes_up_to(64), u(), u())
+            .prop_map(|(user_id, token, acked_seq, device_id)| {
                 Body::LoggedIn(pb::LoggedIn {
                     user_id,
                     token,
                     acked_seq,
+                    device_id,
                 })
             })
             .boxed(),

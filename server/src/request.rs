@@ -17,6 +17,7 @@ pub enum Request {
     Login {
         username: String,
         password: Secret<String>,
+        device_name: String,
     },
     Resume {
         token: Secret<Vec<u8>>,
@@ -109,6 +110,28 @@ pub enum Request {
     Logout,
     /// Revoke every session token of the caller.
     LogoutAll,
+    ListDevices,
+    RevokeDevice {
+        device_id: u64,
+    },
+    /// Block a user. `checked`: the user's shard has confirmed they exist.
+    Block {
+        user_id: u64,
+        checked: bool,
+    },
+    Unblock {
+        user_id: u64,
+    },
+    ListBlocked,
+    /// Add a contact. `checked`: the user's shard has confirmed they exist.
+    AddContact {
+        user_id: u64,
+        checked: bool,
+    },
+    RemoveContact {
+        user_id: u64,
+    },
+    ListContacts,
 }
 
 /// A credential (password, session token) as a request carried it. Its `Debug` shows
@@ -141,6 +164,8 @@ pub const MAX_THUMBNAIL_BYTES: usize = 16 * 1024;
 pub const MAX_FILE_NAME_BYTES: usize = 255;
 /// Longest push token, in bytes.
 pub const MAX_PUSH_TOKEN_BYTES: usize = 4096;
+/// Longest device name (Login.device_name), in bytes after trimming.
+pub const MAX_DEVICE_NAME_BYTES: usize = 64;
 
 /// What UploadStart declares about the file.
 #[derive(Debug, Clone, PartialEq)]
@@ -221,6 +246,7 @@ impl Request {
             Body::Login(r) => Request::Login {
                 username: auth::normalize_username(&r.username).unwrap_or_default(),
                 password: Secret(r.password),
+                device_name: device_name(&r.device_name)?,
             },
             Body::Resume(r) => Request::Resume {
                 token: Secret(r.token.to_vec()),
@@ -340,6 +366,26 @@ impl Request {
             },
             Body::Logout(pb::Logout {}) => Request::Logout,
             Body::LogoutAll(pb::LogoutAll {}) => Request::LogoutAll,
+            Body::ListDevices(pb::ListDevices {}) => Request::ListDevices,
+            Body::RevokeDevice(r) => Request::RevokeDevice {
+                device_id: nonzero(r.device_id, "device_id")?,
+            },
+            Body::Block(b) => Request::Block {
+                user_id: nonzero(b.user_id, "user_id")?,
+                checked: false,
+            },
+            Body::Unblock(u) => Request::Unblock {
+                user_id: nonzero(u.user_id, "user_id")?,
+            },
+            Body::ListBlocked(pb::ListBlocked {}) => Request::ListBlocked,
+            Body::AddContact(a) => Request::AddContact {
+                user_id: nonzero(a.user_id, "user_id")?,
+                checked: false,
+            },
+            Body::RemoveContact(r) => Request::RemoveContact {
+                user_id: nonzero(r.user_id, "user_id")?,
+            },
+            Body::ListContacts(pb::ListContacts {}) => Request::ListContacts,
             other => {
                 return Err(Rejected(
                     ErrorCode::UnexpectedMessage,
@@ -521,6 +567,24 @@ fn conversation(user_id: u64, group_id: u64) -> Result<Conversation, Rejected> {
     }
 }
 
+/// Login.device_name: trimmed, at most [`MAX_DEVICE_NAME_BYTES`], no control characters.
+fn device_name(name: &str) -> Result<String, Rejected> {
+    let name = name.trim();
+    if name.len() > MAX_DEVICE_NAME_BYTES || name.chars().any(char::is_control) {
+        return Err(invalid(&format!(
+            "device_name must be at most {MAX_DEVICE_NAME_BYTES} bytes without control characters"
+        )));
+    }
+    Ok(name.to_string())
+}
+
+fn nonzero(id: u64, what: &str) -> Result<u64, Rejected> {
+    if id == 0 {
+        return Err(invalid(&format!("{what} must be nonzero")));
+    }
+    Ok(id)
+}
+
 fn group_id(id: u64) -> Result<u64, Rejected> {
     if id == 0 {
         return Err(invalid("group_id must be nonzero"));
@@ -573,6 +637,8 @@ fn body_name(body: &Body) -> &'static str {
         Body::UploadStatus(_) => "UploadStatus",
         Body::AssetReady(_) => "AssetReady",
         Body::AssetData(_) => "AssetData",
+        Body::Devices(_) => "Devices",
+        Body::UserList(_) => "UserList",
         _ => "request",
     }
 }
@@ -624,6 +690,7 @@ mod tests {
         let login = Body::Login(pb::Login {
             username: "alice".into(),
             password: password.into(),
+            device_name: String::new(),
         });
         let token = crate::auth::new_token(7);
         let resume = Body::Resume(pb::Resume {
@@ -643,6 +710,7 @@ mod tests {
             Body::Login(pb::Login {
                 username: "alice".into(),
                 password: password.into(),
+                device_name: String::new(),
             }),
             16,
         );

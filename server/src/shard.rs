@@ -587,20 +587,26 @@ impl Shard {
     }
 
     pub fn end_session(self: &Rc<Self>, user: u64, conn: ConnRef) {
-        let last = {
+        let (last, device_idle) = {
             let mut sessions = self.sessions.borrow_mut();
             let Some(list) = sessions.get_mut(&user) else {
                 return;
             };
             let before = list.len();
+            let ended = list.iter().find(|s| s.conn == conn).map(|s| s.token_hash);
             list.retain(|s| s.conn != conn);
             self.metrics.sessions.sub((before - list.len()) as i64);
             let last = list.len() < before && list.is_empty();
+            // The device's last connection closed: its last activity.
+            let device_idle = ended.filter(|hash| list.iter().all(|s| s.token_hash != *hash));
             if list.is_empty() {
                 sessions.remove(&user);
             }
-            last
+            (last, device_idle)
         };
+        if let Some(hash) = device_idle {
+            crate::devices::went_idle(self, user, &hash);
+        }
         if last {
             self.ledger.forget(user);
             self.metrics.users_online.dec();
@@ -638,6 +644,20 @@ impl Shard {
             };
             self.dispatch(shard_of_user(user, self.shards), msg);
         }
+    }
+
+    /// The connections logged in with the token whose hash is `token_hash` (one device).
+    pub fn device_conns(&self, user: u64, token_hash: &[u8]) -> Vec<ConnRef> {
+        self.sessions
+            .borrow()
+            .get(&user)
+            .map(|list| {
+                list.iter()
+                    .filter(|s| s.token_hash[..] == *token_hash)
+                    .map(|s| s.conn)
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Whether the user (of this shard) has a logged-in connection.

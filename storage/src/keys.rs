@@ -101,3 +101,13 @@ pub fn asset_grant(asset_id: &[u8; 16], group: bool, id: u64) -> [u8; 25] {
 pub fn push_job(job_id: u64) -> [u8; ID] {
     job_id.to_be_bytes()
 }
+
+/// devices: user_id | device_id
+pub fn device(user_id: u64, device_id: u64) -> [u8; 16] {
+    pair(user_id, device_id)
+}
+
+/// blocks and contacts: owner | the user in the owner's list
+pub fn listed_user(owner: u64, user: u64) -> [u8; 16] {
+    pair(owner, user)
+}

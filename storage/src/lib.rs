@@ -9,8 +9,11 @@
 //! go in one `WriteBatch`, so a crash leaves all or none of them.
 
 mod assets;
+mod devices;
 mod groups;
 pub mod keys;
+mod lists;
+mod own;
 mod presence;
 mod push;
 mod receipts;
@@ -29,9 +32,12 @@ use rocksdb::{
 
 pub use assets::Grantee;
 pub use groups::group_of;
+pub use lists::{UserList, MAX_LISTED_USERS};
 pub use push::MAX_PUSH_TOKENS;
 pub use receipts::RECEIPT_SCAN_LIMIT;
-pub use records::{AssetRecord, GroupMarks, SendRecord, TokenRecord, UploadRecord, UserRecord};
+pub use records::{
+    AssetRecord, DeviceRecord, GroupMarks, SendRecord, TokenRecord, UploadRecord, UserRecord,
+};
 
 const CF_USERS: &str = "users";
 const CF_USERNAMES: &str = "usernames";
@@ -58,9 +64,12 @@ const CF_ASSET_GRANTS: &str = "asset_grants";
 const CF_PUSH_TOKENS: &str = "push_tokens";
 const CF_PUSH_OUTBOX: &str = "push_outbox";
 const CF_PUSH_TOKEN_OWNERS: &str = "push_token_owners";
+const CF_DEVICES: &str = "devices";
+const CF_BLOCKS: &str = "blocks";
+const CF_CONTACTS: &str = "contacts";
 /// Column families whose values are media bytes: kept in blob files (see `assets`).
 const BLOB_CFS: [&str; 1] = [CF_CONTENT];
-const ALL_CFS: [&str; 25] = [
+const ALL_CFS: [&str; 28] = [
     CF_USERS,
     CF_USERNAMES,
     CF_TOKENS,
@@ -86,6 +95,9 @@ const ALL_CFS: [&str; 25] = [
     CF_PUSH_TOKENS,
     CF_PUSH_OUTBOX,
     CF_PUSH_TOKEN_OWNERS,
+    CF_DEVICES,
+    CF_BLOCKS,
+    CF_CONTACTS,
 ];
 
 /// Errors from the storage layer.
@@ -102,6 +114,8 @@ pub enum StorageError {
     Closed,
     #[error("sequence for user {0} is exhausted")]
     SeqExhausted(u64),
+    #[error("the list holds the most users allowed")]
+    ListFull,
 }
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;

@@ -4,7 +4,9 @@
 
 mod accounts;
 mod bad_input;
+mod blocking;
 mod crash;
+mod devices;
 mod groups;
 mod limits;
 mod media;

@@ -124,8 +124,11 @@ fn request(w: &World) -> BoxedStrategy<Body> {
     prop_oneof![
         (name(&w), password.clone())
             .prop_map(|(username, password)| Body::Register(pb::Register { username, password })),
-        (name(&w), password)
-            .prop_map(|(username, password)| Body::Login(pb::Login { username, password })),
+        (name(&w), password).prop_map(|(username, password)| Body::Login(pb::Login {
+            username,
+            password,
+            device_name: String::new()
+        })),
         vec(any::<u8>(), 0..48).prop_map(|t| Body::Resume(pb::Resume { token: t.into() })),
         name(&w).prop_map(|username| Body::LookupUser(pb::LookupUser { username })),
         user_id(&w).prop_map(|user_id| Body::GetUser(pb::GetUser { user_id })),
@@ -351,6 +354,7 @@ fn run_case(server: &TestServer, token: &mut Vec<u8>, ops: &[Op]) -> Result<(), 
             Op::Login => Some(Body::Login(pb::Login {
                 username: "fuzzer".into(),
                 password: password("fuzzer"),
+                device_name: String::new(),
             })),
             Op::Resume => Some(Body::Resume(pb::Resume {
                 token: token.clone().into(),

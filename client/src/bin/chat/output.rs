@@ -62,6 +62,91 @@ impl Output {
         }
     }
 
+    /// A 1:1 message the user sent (from this or another of their devices).
+    pub fn sent_elsewhere(&self, from: &str, to: &str, m: &pb::Message) {
+        if self.json {
+            let v = json!({
+                "event": "sent_message", "from": from, "to": to, "from_user_id": m.from_user_id,
+                "to_user_id": m.to_user_id, "seq": m.seq, "timestamp_us": m.timestamp_us,
+                "client_msg_id": m.client_msg_id, "text": m.text,
+                "media": m.media.as_deref().map(crate::media::to_json),
+            });
+            println!("{v}");
+        } else {
+            let body = match m.media.as_deref() {
+                Some(media) if m.text.is_empty() => format!("[{}]", crate::media::describe(media)),
+                Some(media) => format!("[{}] {}", crate::media::describe(media), m.text),
+                None => m.text.clone(),
+            };
+            println!("[{}] {from} -> {to}: {body} (sent)", clock(m.timestamp_us));
+        }
+    }
+
+    /// The user read a conversation on one of their devices.
+    pub fn read_marker(&self, r: &pb::ReadMarker, conversation: &str) {
+        if self.json {
+            let v = json!({
+                "event": "read_marker", "with_user_id": r.with_user_id, "group_id": r.group_id,
+                "conversation": conversation, "up_to_seq": r.up_to_seq,
+                "timestamp_us": r.timestamp_us,
+            });
+            println!("{v}");
+        } else {
+            println!(
+                "[{}] * you read {conversation} up to seq {}",
+                clock(r.timestamp_us),
+                r.up_to_seq
+            );
+        }
+    }
+
+    /// The user's devices.
+    pub fn devices(&self, devices: &[pb::Device]) {
+        for d in devices {
+            let name = if d.name.is_empty() {
+                "(unnamed)"
+            } else {
+                &d.name
+            };
+            if self.json {
+                let v = json!({
+                    "event": "device", "device_id": d.device_id, "name": d.name,
+                    "created_us": d.created_us, "last_active_us": d.last_active_us,
+                    "online": d.online, "current": d.current,
+                });
+                println!("{v}");
+            } else {
+                let state = if d.online {
+                    "online now".to_string()
+                } else {
+                    format!("last active {} UTC", date_time(d.last_active_us))
+                };
+                let this = if d.current { " (this one)" } else { "" };
+                println!("{:>20}  {name}{this}: {state}", d.device_id);
+            }
+        }
+        if devices.is_empty() && !self.json {
+            println!("no devices");
+        }
+    }
+
+    /// A list of users (blocked users, contacts) with display names.
+    pub fn users(&self, list: &str, users: &[(String, pb::ListedUser)]) {
+        for (name, u) in users {
+            if self.json {
+                let v = json!({
+                    "event": list, "user": name, "user_id": u.user_id, "added_us": u.added_us,
+                });
+                println!("{v}");
+            } else {
+                println!("{name} (since {} UTC)", date_time(u.added_us));
+            }
+        }
+        if users.is_empty() && !self.json {
+            println!("nobody");
+        }
+    }
+
     /// Where the attachment of message `m` was saved.
     pub fn saved(&self, m: &pb::Message, media: &pb::Media, path: &std::path::Path) {
         if self.json {
@@ -227,8 +312,35 @@ pub fn clock(timestamp_us: u64) -> String {
     format!("{h:02}:{m:02}:{s:02}")
 }
 
+/// UTC date and time of a server timestamp, YYYY-MM-DD HH:MM:SS.
+pub fn date_time(timestamp_us: u64) -> String {
+    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
+    let days = (timestamp_us / 1_000_000 / 86_400) as i64;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02} {}", clock(timestamp_us))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn date_time_formats_utc_calendar_dates() {
+        assert_eq!(super::date_time(0), "1970-01-01 00:00:00");
+        // 2026-12-02 14:41:24 UTC
+        assert_eq!(
+            super::date_time(1_796_222_484_000_000),
+            "2026-12-02 14:41:24"
+        );
+        assert_eq!(super::date_time(951_782_400_000_000), "2000-02-29 00:00:00");
+    }
+
     #[test]
     fn clock_formats_utc_time_of_day() {
         assert_eq!(super::clock(0), "00:00:00");

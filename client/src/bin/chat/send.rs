@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use chat_client::{Credentials, Session};
+use chat_client::Credentials;
 
 use crate::output::Output;
 
@@ -45,7 +45,7 @@ pub fn run(creds: Credentials, args: Args, out: Output) -> anyhow::Result<()> {
         )),
         None => None,
     };
-    let session = Session::open(creds)?;
+    let session = crate::open(creds)?;
     let conn = session.conn();
     // Who it goes to first, so an unknown name fails before an upload.
     let target = match (args.to, args.group) {
