@@ -256,6 +256,7 @@ impl Connection {
             to_user_id,
             client_msg_id,
             text: text.into(),
+            ..Default::default()
         });
         match self.request(req)? {
             Body::SendAck(a) => Ok(a),
@@ -455,6 +456,7 @@ impl Connection {
             group_id,
             client_msg_id,
             text: text.to_string(),
+            ..Default::default()
         });
         match self.request(req)? {
             Body::SendAck(a) => Ok(a),
@@ -547,6 +549,67 @@ impl Connection {
         }
     }
 
+    /// Sends a 1:1 text that replies to the message `reply_to_us` (its id, `timestamp_us`)
+    /// of the conversation.
+    pub fn send_reply(&self, to_user_id: u64, reply_to_us: u64, text: &str) -> Result<pb::SendAck> {
+        let req = Body::SendMessage(pb::SendMessage {
+            to_user_id,
+            client_msg_id: new_client_msg_id(),
+            text: text.into(),
+            media: None,
+            reply_to_us,
+        });
+        match self.request(req)? {
+            Body::SendAck(a) => Ok(a),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Sends a group text that replies to the group's message `reply_to_us`.
+    pub fn send_group_reply(
+        &self,
+        group_id: u64,
+        reply_to_us: u64,
+        text: &str,
+    ) -> Result<pb::SendAck> {
+        let req = Body::SendGroupMessage(pb::SendGroupMessage {
+            group_id,
+            client_msg_id: new_client_msg_id(),
+            text: text.into(),
+            media: None,
+            reply_to_us,
+        });
+        match self.request(req)? {
+            Body::SendAck(a) => Ok(a),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Deletes a message: for everyone (its sender, within the server's window) or only
+    /// from the caller's own history.
+    pub fn delete_message(&self, chat: Chat, message_us: u64, for_everyone: bool) -> Result<()> {
+        self.done(Body::DeleteMessage(pb::DeleteMessage {
+            message: Some(chat.message(message_us)),
+            for_everyone,
+        }))
+    }
+
+    /// Replaces the text of a message the caller sent (within the server's window).
+    pub fn edit_message(&self, chat: Chat, message_us: u64, text: &str) -> Result<()> {
+        self.done(Body::EditMessage(pb::EditMessage {
+            message: Some(chat.message(message_us)),
+            text: text.into(),
+        }))
+    }
+
+    /// Sets the caller's reaction to a message; an empty `emoji` removes it.
+    pub fn react(&self, chat: Chat, message_us: u64, emoji: &str) -> Result<()> {
+        self.done(Body::React(pb::React {
+            message: Some(chat.message(message_us)),
+            emoji: emoji.into(),
+        }))
+    }
+
     /// Server pushes, in arrival order.
     pub fn events(&self) -> &Receiver<pb::Event> {
         &self.events
@@ -614,6 +677,39 @@ pub fn tls_config(ca_pem: &Path) -> Result<Arc<ClientConfig>> {
 
 pub(crate) fn unexpected(body: &Body) -> ClientError {
     ClientError::Protocol(format!("unexpected response {body:?}"))
+}
+
+/// A conversation, as the caller sees it: the other user of a 1:1 chat, or a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chat {
+    User(u64),
+    Group(u64),
+}
+
+impl Chat {
+    /// The conversation of a message, seen by `me`.
+    pub fn of(me: u64, m: &pb::Message) -> Chat {
+        if m.group_id != 0 {
+            Chat::Group(m.group_id)
+        } else if m.from_user_id == me {
+            Chat::User(m.to_user_id)
+        } else {
+            Chat::User(m.from_user_id)
+        }
+    }
+
+    /// Names the message with id (`timestamp_us`) `message_us` in this conversation.
+    pub fn message(self, message_us: u64) -> pb::MessageRef {
+        let (with_user_id, group_id) = match self {
+            Chat::User(u) => (u, 0),
+            Chat::Group(g) => (0, g),
+        };
+        pb::MessageRef {
+            with_user_id,
+            group_id,
+            timestamp_us: message_us,
+        }
+    }
 }
 
 /// A random nonzero id for a new message.

@@ -183,6 +183,7 @@ fn message() -> impl Strategy<Value = pb::Message> {
                     text,
                     group_id,
                     media: media.map(Box::new),
+                    ..Default::default()
                 }
             },
         )
@@ -282,6 +283,7 @@ fn body() -> impl Strategy<Value = Body> {
                     client_msg_id,
                     text,
                     media: media.map(Box::new),
+                    ..Default::default()
                 })
             })
             .boxed(),
@@ -330,6 +332,7 @@ fn body() -> impl Strategy<Value = Body> {
                     client_msg_id,
                     text,
                     media: media.map(Box::new),
+                    ..Default::default()
                 })
             })
             .boxed(),

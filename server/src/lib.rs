@@ -6,6 +6,7 @@
 //! in a command line.
 
 pub mod auth;
+mod changes;
 pub mod clock;
 mod cmd;
 pub mod config;

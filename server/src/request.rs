@@ -132,6 +132,29 @@ pub enum Request {
         user_id: u64,
     },
     ListContacts,
+    /// Delete a message, for everyone (its sender) or for the caller only.
+    DeleteMessage {
+        target: MessageTarget,
+        for_everyone: bool,
+    },
+    /// Replace a message's text (its sender).
+    EditMessage {
+        target: MessageTarget,
+        text: String,
+    },
+    /// Set (or, with an empty emoji, remove) the caller's reaction to a message.
+    React {
+        target: MessageTarget,
+        emoji: String,
+    },
+}
+
+/// A message named by its conversation (as the caller sees it) and its id, the timestamp
+/// the server gave it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageTarget {
+    pub with: Conversation,
+    pub timestamp_us: u64,
 }
 
 /// A credential (password, session token) as a request carried it. Its `Debug` shows
@@ -164,6 +187,8 @@ pub const MAX_THUMBNAIL_BYTES: usize = 16 * 1024;
 pub const MAX_FILE_NAME_BYTES: usize = 255;
 /// Longest push token, in bytes.
 pub const MAX_PUSH_TOKEN_BYTES: usize = 4096;
+/// Longest reaction (React.emoji), in bytes.
+pub const MAX_EMOJI_BYTES: usize = 32;
 /// Longest device name (Login.device_name), in bytes after trimming.
 pub const MAX_DEVICE_NAME_BYTES: usize = 64;
 
@@ -215,6 +240,8 @@ pub struct SendGroup {
     pub client_msg_id: u64,
     pub text: String,
     pub media: Option<Attachment>,
+    /// The id (timestamp) of the message of the group this one replies to.
+    pub reply_to_us: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -223,6 +250,8 @@ pub struct Send {
     pub client_msg_id: u64,
     pub text: String,
     pub media: Option<Attachment>,
+    /// The id (timestamp) of the message of the conversation this one replies to.
+    pub reply_to_us: Option<u64>,
 }
 
 /// A request that failed validation: the code and message the client gets.
@@ -329,6 +358,7 @@ impl Request {
                     client_msg_id: m.client_msg_id,
                     text: text(m.text, m.client_msg_id, max_text_bytes, media.is_some())?,
                     media,
+                    reply_to_us: (m.reply_to_us != 0).then_some(m.reply_to_us),
                 })
             }
             Body::UploadStart(u) => Request::UploadStart(upload_spec(u)?),
@@ -386,6 +416,29 @@ impl Request {
                 user_id: nonzero(r.user_id, "user_id")?,
             },
             Body::ListContacts(pb::ListContacts {}) => Request::ListContacts,
+            Body::DeleteMessage(d) => Request::DeleteMessage {
+                target: message_target(d.message)?,
+                for_everyone: d.for_everyone,
+            },
+            Body::EditMessage(e) => {
+                if e.text.len() > max_text_bytes {
+                    return Err(Rejected(
+                        ErrorCode::TextTooLong,
+                        format!(
+                            "text is {} bytes; the limit is {max_text_bytes}",
+                            e.text.len()
+                        ),
+                    ));
+                }
+                Request::EditMessage {
+                    target: message_target(e.message)?,
+                    text: e.text,
+                }
+            }
+            Body::React(r) => Request::React {
+                target: message_target(r.message)?,
+                emoji: emoji(r.emoji)?,
+            },
             other => {
                 return Err(Rejected(
                     ErrorCode::UnexpectedMessage,
@@ -457,6 +510,7 @@ fn send(m: pb::SendMessage, max_text_bytes: usize) -> Result<Send, Rejected> {
         client_msg_id: m.client_msg_id,
         text,
         media,
+        reply_to_us: (m.reply_to_us != 0).then_some(m.reply_to_us),
     })
 }
 
@@ -578,6 +632,24 @@ fn device_name(name: &str) -> Result<String, Rejected> {
     Ok(name.to_string())
 }
 
+fn message_target(m: Option<pb::MessageRef>) -> Result<MessageTarget, Rejected> {
+    let m = m.ok_or_else(|| invalid("message is required"))?;
+    Ok(MessageTarget {
+        with: conversation(m.with_user_id, m.group_id)?,
+        timestamp_us: nonzero(m.timestamp_us, "message.timestamp_us")?,
+    })
+}
+
+/// A reaction: empty (remove it) or 1-32 bytes without whitespace or control characters.
+fn emoji(emoji: String) -> Result<String, Rejected> {
+    if emoji.len() > MAX_EMOJI_BYTES || emoji.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(invalid(&format!(
+            "emoji must be at most {MAX_EMOJI_BYTES} bytes without whitespace"
+        )));
+    }
+    Ok(emoji)
+}
+
 fn nonzero(id: u64, what: &str) -> Result<u64, Rejected> {
     if id == 0 {
         return Err(invalid(&format!("{what} must be nonzero")));
@@ -654,6 +726,7 @@ mod tests {
             client_msg_id: id,
             text: text.into(),
             media: None,
+            ..Default::default()
         })
     }
 

@@ -19,6 +19,7 @@ pub fn group_of(entry: &pb::Event) -> Option<u64> {
     match entry.kind.as_ref()? {
         event::Kind::Message(m) if m.group_id != 0 => Some(m.group_id),
         event::Kind::GroupChange(c) => Some(c.group_id),
+        event::Kind::MessageChange(c) if c.group_id != 0 => Some(c.group_id),
         _ => None,
     }
 }
@@ -29,6 +30,7 @@ fn timestamp_of(entry: &pb::Event) -> u64 {
         Some(event::Kind::GroupChange(c)) => c.timestamp_us,
         Some(event::Kind::Receipt(r)) => r.timestamp_us,
         Some(event::Kind::Read(r)) => r.timestamp_us,
+        Some(event::Kind::MessageChange(c)) => c.timestamp_us,
         None => 0,
     }
 }
@@ -122,6 +124,12 @@ impl Store {
                 ..m
             }),
             event::Kind::GroupChange(c) => event::Kind::GroupChange(pb::GroupChange {
+                seq,
+                group_id,
+                timestamp_us,
+                ..c
+            }),
+            event::Kind::MessageChange(c) => event::Kind::MessageChange(pb::MessageChange {
                 seq,
                 group_id,
                 timestamp_us,

@@ -9,6 +9,7 @@
 //! go in one `WriteBatch`, so a crash leaves all or none of them.
 
 mod assets;
+mod changes;
 mod devices;
 mod groups;
 pub mod keys;
@@ -31,6 +32,7 @@ use rocksdb::{
 };
 
 pub use assets::Grantee;
+pub use changes::apply_change;
 pub use groups::group_of;
 pub use lists::{UserList, MAX_LISTED_USERS};
 pub use push::MAX_PUSH_TOKENS;
@@ -67,9 +69,10 @@ const CF_PUSH_TOKEN_OWNERS: &str = "push_token_owners";
 const CF_DEVICES: &str = "devices";
 const CF_BLOCKS: &str = "blocks";
 const CF_CONTACTS: &str = "contacts";
+const CF_HIDDEN: &str = "hidden";
 /// Column families whose values are media bytes: kept in blob files (see `assets`).
 const BLOB_CFS: [&str; 1] = [CF_CONTENT];
-const ALL_CFS: [&str; 28] = [
+const ALL_CFS: [&str; 29] = [
     CF_USERS,
     CF_USERNAMES,
     CF_TOKENS,
@@ -98,6 +101,7 @@ const ALL_CFS: [&str; 28] = [
     CF_DEVICES,
     CF_BLOCKS,
     CF_CONTACTS,
+    CF_HIDDEN,
 ];
 
 /// Errors from the storage layer.
@@ -180,6 +184,9 @@ pub struct Store {
     /// commit must see each other, or both report the same progress (and its receipt).
     staged_read_markers: RefCell<HashMap<[u8; 17], u64>>,
     staged_group_marks: RefCell<HashMap<[u8; 16], GroupMarks>>,
+    /// Messages rewritten by a change (edit, delete, reaction) staged but not yet committed,
+    /// by column family and key: a second change before the commit must build on the first.
+    staged_rewrites: RefCell<changes::Rewrites>,
     /// Cache of each group's last (group seq, timestamp).
     group_heads: RefCell<HashMap<u64, (u64, u64)>>,
     /// Next push job id and the outbox's length.
@@ -289,6 +296,7 @@ impl Store {
             staged_group_sends: RefCell::default(),
             staged_read_markers: RefCell::default(),
             staged_group_marks: RefCell::default(),
+            staged_rewrites: RefCell::default(),
             group_heads: RefCell::default(),
             push_outbox: push::OutboxState::default(),
         })
@@ -596,6 +604,7 @@ impl Store {
         self.staged_group_sends.borrow_mut().clear();
         self.staged_read_markers.borrow_mut().clear();
         self.staged_group_marks.borrow_mut().clear();
+        self.staged_rewrites.borrow_mut().clear();
         if written.is_err() {
             self.heads.borrow_mut().clear();
             self.group_heads.borrow_mut().clear();

@@ -82,6 +82,7 @@ mod tests {
             text: "hello".into(),
             group_id: 0,
             media: None,
+            ..Default::default()
         };
         // Both users in this store: the recipient's staging writes the one history entry.
         let (_, stored) = s.stage_message(&msg).unwrap();

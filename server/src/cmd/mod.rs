@@ -11,6 +11,8 @@ pub mod add_contact;
 pub mod add_members;
 pub mod block;
 pub mod create_group;
+pub mod delete_message;
+pub mod edit_message;
 pub mod fetch_asset;
 pub mod get_group;
 pub mod get_presence;
@@ -26,6 +28,7 @@ pub mod logout;
 pub mod logout_all;
 pub mod lookup;
 pub mod mark_read;
+pub mod react;
 pub mod register;
 pub mod register_push_token;
 pub mod remove_contact;
@@ -166,6 +169,17 @@ pub fn execute(shard: &Rc<Shard>, reply: Reply, user: Option<u64>, req: Request)
             remove_contact::run(shard, reply, me, user_id)
         }
         (Request::ListContacts, Some(me)) => list_contacts::run(shard, reply, me),
+        (
+            Request::DeleteMessage {
+                target,
+                for_everyone,
+            },
+            Some(me),
+        ) => delete_message::run(shard, reply, me, target, for_everyone),
+        (Request::EditMessage { target, text }, Some(me)) => {
+            edit_message::run(shard, reply, me, target, text)
+        }
+        (Request::React { target, emoji }, Some(me)) => react::run(shard, reply, me, target, emoji),
         // The connection's shard answers Ping and rejects unauthenticated requests before
         // routing, so nothing else reaches here.
         (req, _) => shard.internal(reply, &format!("unroutable request {req:?}")),

@@ -10,8 +10,9 @@ use std::rc::Rc;
 use chat_protocol::pb::{self, envelope::Body};
 use chat_protocol::ErrorCode;
 
+use crate::changes;
 use crate::lists;
-use crate::request::Send;
+use crate::request::{Conversation, Send};
 use crate::routing::shard_of_user;
 use crate::shard::{AfterCommit, Reply, Shard, ShardMsg};
 
@@ -26,14 +27,25 @@ pub fn run(shard: &Rc<Shard>, reply: Reply, sender: u64, send: Send) {
         Err(e) => return shard.internal(reply, &e),
     }
     // Refused, not dropped: a SendAck says the message is in the recipient's inbox (see
-    // docs/PROTOCOL.md 10.16). A retry of a message stored before the block is acked.
-    if lists::blocked(shard, send.to_user_id, sender) {
+    // docs/PROTOCOL.md 10.16). A retry of a message stored before is acked whatever
+    // happened since (a block, the deletion of the message it replies to).
+    let blocked = lists::blocked(shard, send.to_user_id, sender);
+    if blocked || send.reply_to_us.is_some() {
         match shard
             .store
             .find_send(send.to_user_id, sender, send.client_msg_id)
         {
             Ok(Some(_)) => {}
-            Ok(None) => return shard.fail(reply, ErrorCode::Blocked, "the recipient blocked you"),
+            Ok(None) if blocked => {
+                return shard.fail(reply, ErrorCode::Blocked, "the recipient blocked you")
+            }
+            Ok(None) => {
+                let with = Conversation::User(send.to_user_id);
+                let quoted = send.reply_to_us.unwrap_or_default();
+                if let Err((code, msg)) = changes::check_reply(shard, with, sender, quoted) {
+                    return shard.fail(reply, code, msg);
+                }
+            }
             Err(e) => return shard.internal(reply, &e),
         }
     }
@@ -46,6 +58,8 @@ pub fn run(shard: &Rc<Shard>, reply: Reply, sender: u64, send: Send) {
         timestamp_us: shard.clock.next(),
         text: send.text,
         group_id: 0,
+        reply_to_us: send.reply_to_us.unwrap_or(0),
+        ..Default::default()
     };
     let (appended, stored) = match shard.store.stage_message(&msg) {
         Ok(staged) => staged,

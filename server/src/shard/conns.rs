@@ -270,6 +270,17 @@ impl Shard {
                 | Request::ListContacts,
                 Some(me),
             ) => shard_of_user(me, self.shards),
+            // A 1:1 message's change starts where the caller's copy of it is; a group's where
+            // the group's log is.
+            (
+                Request::DeleteMessage { target, .. }
+                | Request::EditMessage { target, .. }
+                | Request::React { target, .. },
+                Some(me),
+            ) => match target.with {
+                Conversation::User(_) => shard_of_user(me, self.shards),
+                Conversation::Group(group_id) => shard_of_group(group_id, self.shards),
+            },
             // The user's shard says whether they exist, then the caller's keeps the list.
             (Request::Block { user_id, .. } | Request::AddContact { user_id, .. }, Some(_)) => {
                 shard_of_user(*user_id, self.shards)

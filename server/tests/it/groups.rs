@@ -34,7 +34,7 @@ fn group_events(conn: &Connection, n: usize) -> Vec<(u64, String)> {
             Some(Kind::GroupChange(c)) => {
                 seen.push((c.seq, format!("{:?}{:?}", c.kind(), c.user_ids)))
             }
-            Some(Kind::Receipt(_) | Kind::Sent(_) | Kind::Read(_)) => {}
+            Some(Kind::Receipt(_) | Kind::Sent(_) | Kind::Read(_) | Kind::MessageChange(_)) => {}
             None => panic!("event without a kind"),
         }
     }

@@ -5,6 +5,7 @@
 mod accounts;
 mod bad_input;
 mod blocking;
+mod changes;
 mod crash;
 mod devices;
 mod groups;

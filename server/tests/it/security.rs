@@ -82,6 +82,7 @@ fn requests_after_logout_do_not_act_for_the_user() {
         client_msg_id: 1,
         text: "after logout".into(),
         media: None,
+        ..Default::default()
     }));
     assert!(matches!(alice.finish(logout), Ok(Body::Done(_))));
     if let Ok(send) = send {

@@ -138,6 +138,7 @@ fn request(w: &World) -> BoxedStrategy<Body> {
                 client_msg_id: id,
                 text,
                 media,
+                ..Default::default()
             })
         }),
         proptest::option::of(small_or_any())
@@ -173,6 +174,7 @@ fn request(w: &World) -> BoxedStrategy<Body> {
                     client_msg_id,
                     text,
                     media,
+                    ..Default::default()
                 })
             }
         ),

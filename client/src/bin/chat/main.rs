@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use chat_client::{ClientError, Credentials, Session};
 use clap::{Parser, Subcommand};
 
+mod changes;
 mod devices;
 mod group;
 mod history;
@@ -77,6 +78,12 @@ enum Command {
     /// Create and manage groups
     #[command(subcommand)]
     Group(group::Command),
+    /// Delete a message (ID as `history` shows it): for everyone, or only for you
+    Delete(changes::DeleteArgs),
+    /// Replace the text of a message you sent
+    Edit(changes::EditArgs),
+    /// React to a message with an emoji (or remove your reaction with --remove)
+    React(changes::ReactArgs),
     /// List the devices logged in as you, or log one out (`devices revoke ID`)
     Devices(devices::Args),
     /// Block a user: their messages are refused, and they no longer see your presence
@@ -130,6 +137,9 @@ fn run(cli: Cli, out: output::Output) -> anyhow::Result<()> {
         Some(Command::Group(command)) => group::run(creds, command, out),
         Some(Command::Presence(args)) => presence::run(creds, args, out),
         Some(Command::Devices(args)) => devices::run(creds, args, out),
+        Some(Command::Delete(args)) => changes::delete(creds, args, out),
+        Some(Command::Edit(args)) => changes::edit(creds, args, out),
+        Some(Command::React(args)) => changes::react(creds, args, out),
         Some(Command::Block { name }) => lists::block(creds, &name, true, out),
         Some(Command::Unblock { name }) => lists::block(creds, &name, false, out),
         Some(Command::Blocked) => lists::blocked(creds, out),
@@ -295,6 +305,17 @@ fn show_event<'a>(
                 names.get(conn, r.with_user_id)
             };
             out.read_marker(r, &conversation);
+        }
+        Some(Kind::MessageChange(c)) => {
+            let actor = names.get(conn, c.actor_user_id);
+            let conversation = if c.group_id != 0 {
+                names.group(conn, c.group_id)
+            } else {
+                let from = names.get(conn, c.from_user_id);
+                let to = names.get(conn, c.to_user_id);
+                format!("{from} -> {to}")
+            };
+            out.message_change(c, &actor, &conversation);
         }
         None => {}
     }

@@ -45,40 +45,54 @@ impl Output {
     /// One message; `from`/`to` are display names.
     pub fn message(&self, from: &str, to: &str, m: &pb::Message) {
         if self.json {
+            println!("{}", message_json("message", from, to, m));
+        } else {
+            println!(
+                "[{}] {from} -> {to}: {}",
+                clock(m.timestamp_us),
+                message_text(m)
+            );
+        }
+    }
+
+    /// A change to an earlier message (`actor` made it; `conversation` in words).
+    pub fn message_change(&self, c: &pb::MessageChange, actor: &str, conversation: &str) {
+        use pb::MessageChangeKind as K;
+        if self.json {
             let v = json!({
-                "event": "message", "from": from, "to": to, "from_user_id": m.from_user_id,
-                "to_user_id": m.to_user_id, "seq": m.seq, "timestamp_us": m.timestamp_us,
-                "text": m.text, "group_id": m.group_id,
-                "media": m.media.as_deref().map(crate::media::to_json),
+                "event": "message_change", "kind": c.kind().as_str_name(),
+                "actor": actor, "actor_user_id": c.actor_user_id,
+                "from_user_id": c.from_user_id, "to_user_id": c.to_user_id,
+                "group_id": c.group_id, "message_id": c.message_us,
+                "message_seq": c.message_seq, "text": c.text, "emoji": c.emoji,
+                "timestamp_us": c.timestamp_us,
             });
             println!("{v}");
-        } else {
-            let body = match m.media.as_deref() {
-                Some(media) if m.text.is_empty() => format!("[{}]", crate::media::describe(media)),
-                Some(media) => format!("[{}] {}", crate::media::describe(media), m.text),
-                None => m.text.clone(),
-            };
-            println!("[{}] {from} -> {to}: {body}", clock(m.timestamp_us));
+            return;
         }
+        let what = match c.kind() {
+            K::Deleted => format!("{actor} deleted message {}", c.message_us),
+            K::Edited => format!("{actor} edited message {}: {}", c.message_us, c.text),
+            K::Reaction if c.emoji.is_empty() => {
+                format!("{actor} removed their reaction to message {}", c.message_us)
+            }
+            K::Reaction => format!("{actor} reacted {} to message {}", c.emoji, c.message_us),
+            K::Hidden => format!("you deleted message {} for yourself", c.message_us),
+            K::Unspecified => format!("message {} changed", c.message_us),
+        };
+        println!("[{}] * {what} ({conversation})", clock(c.timestamp_us));
     }
 
     /// A 1:1 message the user sent (from this or another of their devices).
     pub fn sent_elsewhere(&self, from: &str, to: &str, m: &pb::Message) {
         if self.json {
-            let v = json!({
-                "event": "sent_message", "from": from, "to": to, "from_user_id": m.from_user_id,
-                "to_user_id": m.to_user_id, "seq": m.seq, "timestamp_us": m.timestamp_us,
-                "client_msg_id": m.client_msg_id, "text": m.text,
-                "media": m.media.as_deref().map(crate::media::to_json),
-            });
-            println!("{v}");
+            println!("{}", message_json("sent_message", from, to, m));
         } else {
-            let body = match m.media.as_deref() {
-                Some(media) if m.text.is_empty() => format!("[{}]", crate::media::describe(media)),
-                Some(media) => format!("[{}] {}", crate::media::describe(media), m.text),
-                None => m.text.clone(),
-            };
-            println!("[{}] {from} -> {to}: {body} (sent)", clock(m.timestamp_us));
+            println!(
+                "[{}] {from} -> {to}: {} (sent)",
+                clock(m.timestamp_us),
+                message_text(m)
+            );
         }
     }
 
@@ -303,6 +317,49 @@ impl Output {
             eprintln!("error: {e}");
         }
     }
+}
+
+/// A message as JSON, with what happened to it since it was sent.
+fn message_json(event: &str, from: &str, to: &str, m: &pb::Message) -> serde_json::Value {
+    let reactions: Vec<_> = m
+        .reactions
+        .iter()
+        .map(|r| json!({"user_id": r.user_id, "emoji": r.emoji}))
+        .collect();
+    json!({
+        "event": event, "from": from, "to": to, "from_user_id": m.from_user_id,
+        "to_user_id": m.to_user_id, "seq": m.seq, "timestamp_us": m.timestamp_us,
+        "id": m.timestamp_us, "client_msg_id": m.client_msg_id,
+        "text": m.text, "group_id": m.group_id,
+        "media": m.media.as_deref().map(crate::media::to_json),
+        "reply_to": m.reply_to_us, "edited_us": m.edited_us, "deleted": m.deleted,
+        "reactions": reactions,
+    })
+}
+
+/// A message's text as shown: media, reply, edits, deletion, reactions, and its id (which
+/// `chat delete`, `edit`, `react` and `send --reply-to` take).
+fn message_text(m: &pb::Message) -> String {
+    let mut text = if m.deleted {
+        "(deleted)".to_string()
+    } else {
+        match m.media.as_deref() {
+            Some(media) if m.text.is_empty() => format!("[{}]", crate::media::describe(media)),
+            Some(media) => format!("[{}] {}", crate::media::describe(media), m.text),
+            None => m.text.clone(),
+        }
+    };
+    if m.reply_to_us != 0 {
+        text = format!("(reply to {}) {text}", m.reply_to_us);
+    }
+    if m.edited_us != 0 && !m.deleted {
+        text.push_str(" (edited)");
+    }
+    if !m.reactions.is_empty() {
+        let reactions: Vec<&str> = m.reactions.iter().map(|r| r.emoji.as_str()).collect();
+        text.push_str(&format!(" [{}]", reactions.join(" ")));
+    }
+    format!("{text}  (id {})", m.timestamp_us)
 }
 
 /// UTC wall-clock time of a server timestamp, HH:MM:SS.
