@@ -42,8 +42,12 @@ pub fn read_receipts_on(shard: &Shard, user: u64) -> bool {
     }
 }
 
-/// Sends a receipt to the shard of `to`.
+/// Sends a receipt to the shard of `to`. 1:1 receipts run on the shard of `by`, which
+/// sends none to a user `by` blocked (docs/PROTOCOL.md 10.16).
 pub fn send(shard: &Rc<Shard>, to: u64, by: u64, group_id: u64, kind: ReceiptKind, up_to: u64) {
+    if group_id == 0 && crate::lists::blocked(shard, by, to) {
+        return;
+    }
     let receipt = pb::Receipt {
         by_user_id: by,
         group_id,

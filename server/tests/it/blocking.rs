@@ -35,6 +35,15 @@ fn no_message(conn: &Connection) {
 }
 
 /// The text of the next message on `conn` from `sender`.
+fn no_receipt(conn: &Connection) {
+    while let Some(e) = conn.next_event(Duration::from_millis(300)).unwrap() {
+        assert!(
+            !matches!(e.kind, Some(Kind::Receipt(_))),
+            "unexpected {e:?}"
+        );
+    }
+}
+
 fn next_text(conn: &Connection, sender: u64) -> String {
     loop {
         match next_event(conn).kind {
@@ -90,6 +99,10 @@ fn a_blocked_user_cannot_message_type_or_see_presence_but_groups_work() {
         .unwrap();
     assert!(retry.duplicate);
     assert_eq!(retry.seq, before_block.seq);
+    // Nor does ben learn that ann received or read it: no receipts from her.
+    ann.ack(before_block.seq).unwrap();
+    ann.mark_read(b, before_block.seq).unwrap();
+    no_receipt(&ben);
 
     // Typing is accepted and dropped.
     ben.typing(a, 0, true).unwrap();
@@ -137,6 +150,7 @@ fn a_blocked_user_cannot_message_type_or_see_presence_but_groups_work() {
     let (ann, _) = server.login(&ann_name);
     let (ben, _) = server.login(&ben_name);
     live(&ann);
+    live(&ben);
     assert_eq!(
         code(ben.send_message(a, "after restart")),
         pb::ErrorCode::Blocked
@@ -147,8 +161,16 @@ fn a_blocked_user_cannot_message_type_or_see_presence_but_groups_work() {
     ann.unblock(b).unwrap();
     ann.unblock(b).unwrap(); // not blocked: no change
     assert!(ann.list_blocked().unwrap().is_empty());
-    ben.send_message(a, "friends again").unwrap();
+    let again = ben.send_message(a, "friends again").unwrap();
     assert_eq!(next_text(&ann, b), "friends again");
+    ann.mark_read(b, again.seq).unwrap();
+    loop {
+        if let Some(Kind::Receipt(r)) = next_event(&ben).kind {
+            if r.kind() == pb::ReceiptKind::Read && r.up_to_seq == again.seq {
+                break;
+            }
+        }
+    }
     assert!(visible(&ben, a));
     let _ = pushes(&ann, Duration::ZERO);
     ben.typing(a, 0, true).unwrap();
