@@ -231,7 +231,7 @@ fn devices_are_named_listed_with_their_activity_and_revoked() {
     // The laptop closes: offline, with its last activity.
     let closed_at = chat_server::clock::Clock::now_us();
     drop(laptop);
-    let l = (0..100)
+    let l = (0..500)
         .map(|_| {
             std::thread::sleep(Duration::from_millis(20));
             find(&phone.list_devices().unwrap(), laptop_login.device_id)
