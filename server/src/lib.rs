@@ -6,11 +6,14 @@
 //! in a command line.
 
 pub mod auth;
+mod changes;
 pub mod clock;
 mod cmd;
 pub mod config;
 mod conn;
+mod devices;
 mod groups;
+mod lists;
 mod media;
 mod metrics;
 mod presence;

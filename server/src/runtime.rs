@@ -190,6 +190,9 @@ pub fn start(config: Config) -> anyhow::Result<ServerHandle> {
         rate_limit: (config.rate_limit_per_s > 0)
             .then_some((config.rate_limit_per_s, config.rate_limit_burst)),
         max_outbound_bytes: config.max_outbound_bytes,
+        delete_window: (config.delete_window_s > 0)
+            .then(|| Duration::from_secs(config.delete_window_s)),
+        edit_window: (config.edit_window_s > 0).then(|| Duration::from_secs(config.edit_window_s)),
         media: config.media.clone(),
         push: config.push.clone(),
     };

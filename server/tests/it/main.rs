@@ -4,7 +4,10 @@
 
 mod accounts;
 mod bad_input;
+mod blocking;
+mod changes;
 mod crash;
+mod devices;
 mod groups;
 mod limits;
 mod media;
