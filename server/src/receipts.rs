@@ -291,13 +291,16 @@ pub fn group_read_marked(shard: &Rc<Shard>, reply: Reply, member: u64, group_id:
 }
 
 /// A user's read position in a conversation moved (MarkRead): an event in their own inbox
-/// for their other devices, pushed once durable.
+/// for their other devices, pushed once durable. None when they have no other device.
 pub fn stage_read_event(
     shard: &Rc<Shard>,
     user: u64,
     with: Conversation,
     up_to_seq: u64,
 ) -> Result<(), chat_storage::StorageError> {
+    if !shard.store.has_several_devices(user)? {
+        return Ok(());
+    }
     let (with_user_id, group_id) = match with {
         Conversation::User(peer) => (peer, 0),
         Conversation::Group(group) => (0, group),

@@ -26,7 +26,25 @@ impl Store {
             device.encode_to_vec(),
         );
         db.write_opt(batch, &self.write_opts)?;
+        self.forget_device_count(device.user_id);
         Ok(())
+    }
+
+    /// Whether the user has more than one device. Only then is what one device does (a
+    /// send, a MarkRead) also an event for the others: a single device has its answer, and
+    /// a user's every 1:1 send would otherwise cost an inbox entry, a push and an Ack more.
+    /// Counted once, then kept until one of the user's devices changes.
+    pub fn has_several_devices(&self, user_id: u64) -> Result<bool> {
+        if let Some(&count) = self.device_counts.borrow().get(&user_id) {
+            return Ok(count > 1);
+        }
+        let count = self.devices_of(user_id)?.len();
+        self.device_counts.borrow_mut().insert(user_id, count);
+        Ok(count > 1)
+    }
+
+    fn forget_device_count(&self, user_id: u64) {
+        self.device_counts.borrow_mut().remove(&user_id);
     }
 
     /// A device of the user.
@@ -44,6 +62,7 @@ impl Store {
             device.encode_to_vec(),
             &self.write_opts,
         )?;
+        self.forget_device_count(device.user_id);
         Ok(())
     }
 
@@ -78,6 +97,7 @@ impl Store {
             return Err(corrupt(CF_DEVICES, "token hash is not 32 bytes"));
         }
         db.write_opt(batch, &self.write_opts)?;
+        self.forget_device_count(user_id);
         Ok(())
     }
 
@@ -96,6 +116,7 @@ impl Store {
             }
         }
         db.write_opt(batch, &self.write_opts)?;
+        self.forget_device_count(user_id);
         Ok(())
     }
 }

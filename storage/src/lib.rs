@@ -178,6 +178,11 @@ pub struct Store {
     /// Users known to exist (accounts are never deleted): a send's recipient check is a
     /// map lookup instead of a RocksDB read.
     known_users: RefCell<HashSet<u64>>,
+    /// How many devices each user has, once counted (`devices::has_several_devices`);
+    /// dropped whenever one of the user's devices is written or removed.
+    device_counts: RefCell<HashMap<u64, usize>>,
+    /// Owners whose block or contact list was found empty (`lists::is_listed`).
+    empty_lists: RefCell<HashSet<(UserList, u64)>>,
     /// Group idempotency records staged but not yet committed.
     staged_group_sends: RefCell<HashMap<[u8; 24], SendRecord>>,
     /// Read markers and group marks staged but not yet committed: two advances before one
@@ -293,6 +298,8 @@ impl Store {
             cursors: RefCell::default(),
             dirty_cursors: RefCell::default(),
             known_users: RefCell::default(),
+            device_counts: RefCell::default(),
+            empty_lists: RefCell::default(),
             staged_group_sends: RefCell::default(),
             staged_read_markers: RefCell::default(),
             staged_group_marks: RefCell::default(),

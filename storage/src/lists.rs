@@ -10,7 +10,7 @@ use crate::{cf_handle, corrupt, keys, Result, StorageError, Store, CF_BLOCKS, CF
 pub const MAX_LISTED_USERS: usize = 5000;
 
 /// Which of a user's lists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum UserList {
     /// Users the owner blocked.
     Blocked,
@@ -45,6 +45,7 @@ impl Store {
             now_us.to_be_bytes(),
             &self.write_opts,
         )?;
+        self.empty_lists.borrow_mut().remove(&(list, owner));
         Ok(true)
     }
 
@@ -62,12 +63,32 @@ impl Store {
         Ok(true)
     }
 
-    /// Whether `user` is in `owner`'s list.
+    /// Whether `user` is in `owner`'s list. Every 1:1 send asks whether the recipient
+    /// blocked the sender, and nearly every list is empty: an owner whose list was found
+    /// empty is remembered (until something is added), so the question costs a lookup in
+    /// memory instead of one in RocksDB.
     pub fn is_listed(&self, list: UserList, owner: u64, user: u64) -> Result<bool> {
+        if self.empty_lists.borrow().contains(&(list, owner)) {
+            return Ok(false);
+        }
         let db = self.db()?;
         let key = keys::listed_user(owner, user);
-        let found = db.get_pinned_cf(cf_handle(&db, list.cf()), key)?.is_some();
-        Ok(found)
+        if db.get_pinned_cf(cf_handle(&db, list.cf()), key)?.is_some() {
+            return Ok(true);
+        }
+        let start = keys::listed_user(owner, 0);
+        let mut iter = db.iterator_cf(
+            cf_handle(&db, list.cf()),
+            IteratorMode::From(&start, Direction::Forward),
+        );
+        let empty = match iter.next().transpose()? {
+            Some((key, _)) => keys::u64_at(&key, 0) != Some(owner),
+            None => true,
+        };
+        if empty {
+            self.empty_lists.borrow_mut().insert((list, owner));
+        }
+        Ok(false)
     }
 
     /// `owner`'s list as (user, added at), most recently added first.

@@ -74,8 +74,8 @@ pub fn run(shard: &Rc<Shard>, reply: Reply, sender: u64, send: Send) {
     // sender's devices goes into the same commit.
     let sender_recorded = shard_of_user(sender, shard.shards) == shard.id;
     let sent_event = if sender_recorded && !appended.duplicate {
-        match shard.store.stage_sent_event(&stored) {
-            Ok(event) => Some(event),
+        match stage_sent_event(shard, &stored) {
+            Ok(event) => event,
             Err(e) => return shard.internal(reply, &e),
         }
     } else {
@@ -93,6 +93,18 @@ pub fn run(shard: &Rc<Shard>, reply: Reply, sender: u64, send: Send) {
             event,
         });
     }
+}
+
+/// Stages the "sent" event of `msg` in its sender's inbox, when the sender has other
+/// devices to tell (PROTOCOL 10.5): a user with one device has the SendAck.
+fn stage_sent_event(
+    shard: &Shard,
+    msg: &pb::Message,
+) -> Result<Option<pb::Event>, chat_storage::StorageError> {
+    if !shard.store.has_several_devices(msg.from_user_id)? {
+        return Ok(None);
+    }
+    shard.store.stage_sent_event(msg).map(Some)
 }
 
 /// On the recipient's shard, once the message is durable: push it, then ack (when the
@@ -140,9 +152,9 @@ pub fn stored(shard: &Rc<Shard>, reply: Reply, msg: pb::Message, duplicate: bool
         Ok(false) => match shard
             .store
             .stage_sent(&msg)
-            .and_then(|()| shard.store.stage_sent_event(&msg))
+            .and_then(|()| stage_sent_event(shard, &msg))
         {
-            Ok(event) => Some(event),
+            Ok(event) => event,
             Err(e) => return shard.internal(reply, &e),
         },
         Err(e) => return shard.internal(reply, &e),

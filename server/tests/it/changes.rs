@@ -85,6 +85,8 @@ fn one_to_one_edits_reactions_replies_and_deletions_reach_every_device() {
     let (alice, a) = server.user(&alice_name);
     let (bob, b) = server.user(&bob_name);
     let (a, b) = (a.user_id, b.user_id);
+    // Alice has a second device (a tablet, offline), so what she sends is a sent event too.
+    drop(server.login(&alice_name));
     // Bob's laptop is offline through all of it.
     let (laptop, laptop_login) = server.login(&bob_name);
     let laptop_seen = laptop.sync(None).unwrap();

@@ -349,3 +349,36 @@ fn devices_are_named_listed_with_their_activity_and_revoked() {
     conn.login_device(&name, &password(&name), &"é".repeat(32))
         .unwrap();
 }
+
+/// A user with one device gets no `sent` or `read` events (the SendAck and Done say it
+/// all, and every send would cost an inbox entry, a push and an Ack more); once a second
+/// device has logged in, both devices get them.
+#[test]
+fn one_device_gets_no_sent_or_read_events_until_a_second_one_logs_in() {
+    let server = TestServer::start(2);
+    let fay_name = name_on_shard("fay", 0, 2);
+    let (phone, fay) = server.user(&fay_name);
+    let (gus, g) = server.user(&name_on_shard("gus", 1, 2));
+    phone.sync(None).unwrap();
+    gus.sync(None).unwrap();
+    phone.send_message(g.user_id, "one device").unwrap();
+    let hi = gus.send_message(fay.user_id, "hi").unwrap();
+    assert_eq!(expect_message(&phone).0, hi.seq);
+    phone.mark_read(g.user_id, hi.seq).unwrap();
+    // Had the send or the MarkRead added an event to fay's inbox, it would come first.
+    let again = gus.send_message(fay.user_id, "again").unwrap();
+    assert_eq!(again.seq, hi.seq + 1, "nothing else went into fay's inbox");
+    assert_eq!(expect_message(&phone).1.text, "again");
+
+    let (laptop, _) = device_on(&server, &fay_name, "laptop", 1);
+    laptop.sync(Some(again.seq)).unwrap();
+    let ack = phone.send_message(g.user_id, "two devices").unwrap();
+    for device in [&phone, &laptop] {
+        let (_, m) = expect_sent(device);
+        assert_eq!((m.seq, m.text.as_str()), (ack.seq, "two devices"));
+    }
+    phone.mark_read(g.user_id, again.seq).unwrap();
+    for device in [&phone, &laptop] {
+        assert_eq!(expect_read(device).1.up_to_seq, again.seq);
+    }
+}
