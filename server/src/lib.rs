@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod clock;
+pub mod cluster;
 mod cmd;
 pub mod config;
 mod conn;

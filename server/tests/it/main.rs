@@ -4,6 +4,7 @@
 
 mod accounts;
 mod bad_input;
+mod cluster;
 mod crash;
 mod groups;
 mod limits;
