@@ -18,7 +18,8 @@ pub(crate) struct ClusterMetrics {
     pub slots_unowned: Gauge,
     /// Nodes with a lease, this one included.
     pub live_nodes: Gauge,
-    /// Owner changes seen in the slot map since this node loaded it (any node's claims).
+    /// Slots that changed hands (a claim after an earlier owner, any node's) since this
+    /// node loaded the map.
     pub slot_moves: Counter,
     /// Slots this node claimed.
     pub slot_claims: Counter,
@@ -139,7 +140,7 @@ impl ClusterMetrics {
         counter(
             out,
             "chatd_cluster_slot_moves_total",
-            "Owner changes seen in the slot map (claims by any node) since it was loaded.",
+            "Slots that changed hands (claimed after an earlier owner) since the map was loaded.",
             self.slot_moves.get(),
         );
         counter(

@@ -22,9 +22,10 @@
 //! to accept this node's refreshes and to agree (compare-and-swap) that the other did not
 //! refresh.
 //!
-//! A node that cannot refresh for `4 * lease_ttl / 6` stops claiming it owns anything
-//! (`ready` false, `/health` 503) before anyone can judge it silent (`5 * lease_ttl / 6`
-//! at the earliest); it is ready again when a refresh lands. A node whose lease was removed
+//! A node that has landed no refresh for `3 * lease_ttl / 6` stops claiming it owns
+//! anything (`ready` false, `/health` 503) before anyone can judge it silent (`4 *
+//! lease_ttl / 6` after its last landed refresh at the earliest, see [`Node::fenced`]); it
+//! is ready again when a refresh lands. A node whose lease was removed
 //! joins again as a new incarnation; the slots its old incarnation held are claimed anew,
 //! with new epochs.
 
@@ -48,6 +49,8 @@ use super::Command;
 /// A lease is refreshed this many times per `lease_ttl`; a node is silent once another
 /// landed this many refreshes after its last one.
 pub const REFRESHES: u32 = 6;
+/// A node that landed no refresh for this many periods stops claiming its slots.
+const FENCE_AFTER: u32 = REFRESHES - 3;
 /// After a change, wait this long for more before planning (a burst of watch entries
 /// becomes one plan).
 const SETTLE: Duration = Duration::from_millis(20);
@@ -56,7 +59,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a stopping node spends releasing its slots and its lease.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Wait between attempts to set up the buckets (JetStream may still be electing).
-const RETRY: Duration = Duration::from_millis(500);
+const RETRY: Duration = Duration::from_millis(200);
+/// Limit on one attempt to open or create a bucket.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What the cluster thread is started with.
 #[derive(Debug, Clone)]
@@ -207,6 +212,13 @@ struct Node {
     busy: HashSet<u32>,
     evicting: HashSet<String>,
     refreshing: bool,
+    /// Refreshes that failed in a row.
+    refresh_failures: u32,
+    /// Highest revision each watch delivered: where a new watch resumes.
+    lease_seen: u64,
+    slot_seen: u64,
+    /// Replace both watches (after an outage their consumers may be gone with a server).
+    rewatch: bool,
     /// Since when a change waits to be planned and published.
     dirty_since: Option<Instant>,
 }
@@ -256,6 +268,10 @@ impl Node {
             busy: HashSet::new(),
             evicting: HashSet::new(),
             refreshing: false,
+            refresh_failures: 0,
+            lease_seen: 0,
+            slot_seen: 0,
+            rewatch: false,
             dirty_since: None,
         }
     }
@@ -269,6 +285,7 @@ impl Node {
         self.busy.clear();
         self.evicting.clear();
         self.refreshing = false;
+        self.rewatch = false;
         self.publish();
     }
 
@@ -280,8 +297,13 @@ impl Node {
         self.lease_revision = 0;
     }
 
+    /// No refresh sent in the last `FENCE_AFTER` periods has landed. Another node removes
+    /// this one's lease after landing `REFRESHES` refreshes of its own past this one's last
+    /// (at `L`): sent a period apart, the first sent at the earliest one request timeout (a
+    /// period) before `L`, so not before `L + (REFRESHES - 2)` periods; this node stops a
+    /// period before that.
     fn fenced(&self) -> bool {
-        self.refreshed_at.elapsed() > self.settings.refresh_every() * (REFRESHES - 2)
+        self.refreshed_at.elapsed() > self.settings.refresh_every() * FENCE_AFTER
     }
 
     fn ready(&self) -> bool {
@@ -329,9 +351,28 @@ impl Node {
         };
         self.metrics.set_problem("cluster: loading the slot map");
         let mut tick = tokio::time::interval(self.settings.refresh_every());
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Refreshes are sent at least `refresh_every` apart, whatever their latency: the
+        // bound on how early another node can count this one silent relies on it.
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut ops: JoinSet<Done> = JoinSet::new();
         loop {
+            if std::mem::take(&mut self.rewatch) {
+                // A consumer on a server that died is only noticed by the watch after its
+                // idle heartbeat (5 s) is missed; new ones resume where the old ones were.
+                let nodes = buckets
+                    .nodes
+                    .watch_from_revision(">", self.lease_seen + 1)
+                    .await;
+                let slots = buckets
+                    .slots
+                    .watch_from_revision(">", self.slot_seen + 1)
+                    .await;
+                match (nodes, slots) {
+                    (Ok(n), Ok(s)) => (lease_watch, slot_watch) = (n, s),
+                    (Err(e), _) | (_, Err(e)) => return End::Retry(format!("watching again: {e}")),
+                }
+                tracing::info!("watching both buckets again after an outage");
+            }
             let settle = self.dirty_since.map(|t| t + SETTLE);
             tokio::select! {
                 _ = commands.recv_async() => {
@@ -356,12 +397,14 @@ impl Node {
                 }
                 entry = lease_watch.next() => match entry {
                     Some(Ok(entry)) => self.lease_entry(entry),
-                    Some(Err(e)) => return End::Retry(format!("the nodes watch failed: {e}")),
+                    // A lost consumer (its server died): the watch recreates it from the
+                    // last entry it delivered, at its next poll.
+                    Some(Err(e)) => tracing::warn!("the nodes watch: {e}; resuming"),
                     None => return End::Retry("the nodes watch ended".into()),
                 },
                 entry = slot_watch.next() => match entry {
                     Some(Ok(entry)) => self.slot_entry(entry),
-                    Some(Err(e)) => return End::Retry(format!("the slots watch failed: {e}")),
+                    Some(Err(e)) => tracing::warn!("the slots watch: {e}; resuming"),
                     None => return End::Retry("the slots watch ended".into()),
                 },
                 Some(done) = ops.join_next(), if !ops.is_empty() => match done {
@@ -391,8 +434,8 @@ impl Node {
             n => n,
         };
         let mut fast = async_nats::jetstream::new(client.clone());
-        // A refresh that takes longer than this is retried at the next tick.
-        fast.set_timeout((self.settings.refresh_every() * 2).max(Duration::from_millis(500)));
+        // A refresh is given up after one period (it may still land: see `lease_moved`).
+        fast.set_timeout(self.settings.refresh_every());
         let mut slow = async_nats::jetstream::new(client.clone());
         slow.set_timeout(REQUEST_TIMEOUT);
         let name = &self.settings.name;
@@ -515,6 +558,7 @@ impl Node {
     }
 
     fn lease_entry(&mut self, entry: kv::Entry) {
+        self.lease_seen = self.lease_seen.max(entry.revision);
         if entry.seen_current && !self.leases_loaded {
             self.leases_loaded = true;
         }
@@ -539,6 +583,7 @@ impl Node {
     }
 
     fn slot_entry(&mut self, entry: kv::Entry) {
+        self.slot_seen = self.slot_seen.max(entry.revision);
         if entry.seen_current && !self.slots_loaded {
             self.slots_loaded = true;
             tracing::info!(
@@ -569,7 +614,7 @@ impl Node {
                 epoch: state.record.epoch,
             },
         };
-        if self.slots_loaded && record.owner.is_some() && record.owner != state.record.owner {
+        if self.slots_loaded && changed_hands(&state.record, &record) {
             self.metrics.slot_moves.inc();
         }
         *state = SlotState {
@@ -602,11 +647,19 @@ impl Node {
             Done::Refreshed { sent, result } => {
                 self.refreshing = false;
                 match result {
-                    Ok(revision) => self.refreshed(sent, revision, buckets, ops),
-                    Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => {
-                        self.lease_moved(buckets, ops).await?;
+                    Ok(revision) => {
+                        if std::mem::take(&mut self.refresh_failures) > 0 {
+                            self.rewatch = true;
+                        }
+                        self.refreshed(sent, revision, buckets, ops);
                     }
-                    Err(e) => tracing::debug!("lease refresh failed: {e}"),
+                    Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => {
+                        self.lease_moved(buckets).await?;
+                    }
+                    Err(e) => {
+                        self.refresh_failures += 1;
+                        tracing::debug!("lease refresh failed: {e}");
+                    }
                 }
             }
             Done::Evicted { node, result } => {
@@ -633,7 +686,7 @@ impl Node {
                         }
                         let state = &mut self.slots[write.slot as usize];
                         if state.revision < revision {
-                            if self.slots_loaded && write.is_claim() {
+                            if self.slots_loaded && changed_hands(&state.record, &write.record) {
                                 self.metrics.slot_moves.inc();
                             }
                             *state = SlotState {
@@ -686,7 +739,7 @@ impl Node {
 
     /// A refresh found the lease at another revision than ours: it was our own refresh
     /// whose answer was lost, another process using our name, or our lease was removed.
-    async fn lease_moved(&mut self, buckets: &Buckets, ops: &mut JoinSet<Done>) -> Result<(), End> {
+    async fn lease_moved(&mut self, buckets: &Buckets) -> Result<(), End> {
         let entry = buckets
             .nodes
             .entry(self.me.node.as_str())
@@ -696,8 +749,9 @@ impl Node {
             Some(e) if e.operation == Operation::Put => {
                 let holder = records::decode::<Lease>(&e.value);
                 if holder.as_ref().map(|l| &l.incarnation) == Some(&self.me.incarnation) {
-                    // Our refresh landed; only its answer was lost.
-                    self.refreshed(self.refreshed_at, e.revision, buckets, ops);
+                    // Our refresh landed; only its answer was lost. It is not counted in
+                    // `recent` (its send time is unknown) and does not end a fence.
+                    self.lease_revision = e.revision;
                     return Ok(());
                 }
                 let listen = holder.map(|l| l.listen).unwrap_or_default();
@@ -843,13 +897,31 @@ impl Node {
     }
 }
 
+/// A claim of a slot that had an owner before (directly or through a release): what
+/// `chatd_cluster_slot_moves_total` counts. A slot's first claim is not a move.
+fn changed_hands(old: &SlotRecord, new: &SlotRecord) -> bool {
+    new.owner.is_some() && new.owner != old.owner && old.epoch > 0
+}
+
 async fn sleep_until(deadline: Option<Instant>) {
     if let Some(deadline) = deadline {
         tokio::time::sleep_until(deadline.into()).await;
     }
 }
 
+/// Opens a bucket, creating it if it does not exist. Each attempt is bounded by
+/// [`SETUP_TIMEOUT`]: while JetStream elects its leaders, requests go unanswered.
 async fn open_bucket(
+    js: &async_nats::jetstream::Context,
+    config: kv::Config,
+) -> Result<Store, String> {
+    let bucket = config.bucket.clone();
+    tokio::time::timeout(SETUP_TIMEOUT, try_open_bucket(js, config))
+        .await
+        .unwrap_or_else(|_| Err(format!("bucket {bucket}: no answer from JetStream")))
+}
+
+async fn try_open_bucket(
     js: &async_nats::jetstream::Context,
     config: kv::Config,
 ) -> Result<Store, String> {
