@@ -142,16 +142,16 @@ pub async fn run(
             End::Stop => break,
             End::Retry(why) => {
                 tracing::warn!("cluster: {why}; starting over");
-                node.metrics.set_problem(&format!("cluster: {why}"));
                 node.lost_view();
+                node.metrics.set_problem(&format!("cluster: {why}"));
                 if wait_or_stop(&commands, RETRY).await {
                     break;
                 }
             }
             End::Fatal(why) => {
                 tracing::error!("cluster: {why}");
-                node.metrics.set_problem(&format!("cluster: {why}"));
                 node.lost_view();
+                node.metrics.set_problem(&format!("cluster: {why}"));
                 let _ = commands.recv_async().await;
                 break;
             }
@@ -176,6 +176,9 @@ enum Done {
     },
     Evicted {
         node: String,
+        /// The silent lease's revision, and this node's refreshes past it.
+        revision: u64,
+        past: Vec<u64>,
         result: Result<(), kv::DeleteError>,
     },
     Wrote {
@@ -662,13 +665,20 @@ impl Node {
                     }
                 }
             }
-            Done::Evicted { node, result } => {
+            Done::Evicted {
+                node,
+                revision,
+                past,
+                result,
+            } => {
                 self.evicting.remove(&node);
                 match result {
                     Ok(()) => {
                         self.metrics.nodes_evicted.inc();
                         tracing::warn!(
                             node = %node,
+                            revision,
+                            ?past,
                             "removed the lease of a silent node"
                         );
                     }
@@ -730,9 +740,15 @@ impl Node {
                 continue;
             }
             let store = buckets.nodes.clone();
+            let past: Vec<u64> = self.recent.iter().copied().collect();
             ops.spawn(async move {
                 let result = store.delete_expect_revision(&node, Some(revision)).await;
-                Done::Evicted { node, result }
+                Done::Evicted {
+                    node,
+                    revision,
+                    past,
+                    result,
+                }
             });
         }
     }

@@ -138,11 +138,20 @@ struct Node {
 
 impl Node {
     fn start(name: &str, nats: &Nats) -> Self {
+        Self::start_with(name, nats, "")
+    }
+
+    /// A node whose `--config` file holds `toml`.
+    fn start_with(name: &str, nats: &Nats, toml: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("chatd.toml");
+        std::fs::write(&config, toml).unwrap();
         let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let listen = format!("127.0.0.1:{}", free_port());
         let log = std::fs::File::create(dir.path().join("chatd.log")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_chatd"))
+            .arg("--config")
+            .arg(&config)
             .arg("--data-dir")
             .arg(dir.path())
             .args([
@@ -186,6 +195,16 @@ impl Node {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`) to the process.
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        let status = Command::new("sh")
+            .args(["-c", &format!("kill -{signal} {pid}")])
+            .status()
+            .unwrap();
+        assert!(status.success());
     }
 
     fn log(&self) -> String {
@@ -471,6 +490,7 @@ fn three_nodes_own_every_slot_once_and_a_killed_nodes_slots_move_to_the_others()
     assert!(!c.log().is_empty());
 
     c.kill_9();
+    println!("cluster: killed node c at {} UTC", utc_now());
     let (after, failover) = wait_for(Duration::from_secs(60), &[&a, &b], || {
         converged(&urls, &["a", "b"])
     });
@@ -610,4 +630,92 @@ fn the_slot_map_keeps_working_when_a_nats_server_dies() {
         "cluster: with 2 of 3 NATS servers, kill -9 of node c: a and b hold all slots {} ms later",
         failover.as_millis()
     );
+}
+
+#[test]
+fn a_paused_node_loses_its_lease_and_comes_back_as_a_new_incarnation() {
+    let Some(binary) = nats_server() else { return };
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let nats = Nats::start(&binary, 3);
+    let urls = nats.urls();
+    let a = Node::start("a", &nats);
+    let b = Node::start("b", &nats);
+    let c = Node::start("c", &nats);
+    let nodes = [&a, &b, &c];
+    let (before, _) = wait_for(Duration::from_secs(90), &nodes, || {
+        converged(&urls, &["a", "b", "c"])
+    });
+
+    // SIGSTOP past the lease: a and b take c's slots.
+    c.signal("STOP");
+    let (during, _) = wait_for(Duration::from_secs(60), &[&a, &b], || {
+        converged(&urls, &["a", "b"])
+    });
+    // SIGCONT: c finds its lease removed, joins again as a new incarnation and claims its
+    // share back; nothing of its old incarnation is its own any more.
+    c.signal("CONT");
+    let (after, back) = wait_for(Duration::from_secs(60), &nodes, || {
+        converged(&urls, &["a", "b", "c"])
+    });
+    println!(
+        "cluster: SIGSTOP of node c past its lease, then SIGCONT: c holds its share again {} ms \
+         after SIGCONT",
+        back.as_millis()
+    );
+    assert_ne!(
+        before.leases["c"], after.leases["c"],
+        "c is a new incarnation"
+    );
+    for slot in 0..SLOTS {
+        if rendezvous::target(slot, ["a", "b", "c"]) == Some("c") {
+            let (old, mid, new) = (
+                &before.slots[&slot],
+                &during.slots[&slot],
+                &after.slots[&slot],
+            );
+            assert!(
+                old.epoch < mid.epoch && mid.epoch < new.epoch,
+                "slot {slot}"
+            );
+        }
+    }
+    wait_for(Duration::from_secs(30), &nodes, || {
+        nodes_agree(&nodes, &["a", "b", "c"])
+    });
+    assert_eq!(c.metric("chatd_cluster_lease_losses_total"), Some(1.0));
+}
+
+#[test]
+fn a_node_configured_with_another_slot_count_stays_out_and_says_why() {
+    let Some(binary) = nats_server() else { return };
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let nats = Nats::start(&binary, 3);
+    let urls = nats.urls();
+    let a = Node::start("a", &nats);
+    wait_for(Duration::from_secs(90), &[&a], || converged(&urls, &["a"]));
+    let odd = Node::start_with("odd", &nats, "[cluster]\nslots = 512\n");
+    let (why, _) = wait_for(Duration::from_secs(60), &[&odd], || {
+        match odd.get("/health") {
+            Some((503, body)) if body.contains("1024 slots") => Ok(body),
+            other => Err(format!("health of odd: {other:?}")),
+        }
+    });
+    assert!(why.contains("cluster.slots = 1024"), "{why}");
+    converged(&urls, &["a"]).unwrap();
+}
+
+#[test]
+fn nats_without_a_node_name_is_one_clear_line_and_a_failing_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_chatd"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "off"])
+        .args(["--nats", "nats://127.0.0.1:1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("--node"), "{stderr}");
 }
