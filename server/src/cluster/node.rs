@@ -23,7 +23,7 @@
 //! refresh.
 //!
 //! A node that has landed no refresh for `3 * lease_ttl / 6` stops claiming it owns
-//! anything (`ready` false, `/health` 503) before anyone can judge it silent (`4 *
+//! anything (`ready` false, `/health` 503) before anyone can judge it silent (`3.5 *
 //! lease_ttl / 6` after its last landed refresh at the earliest, see [`Node::fenced`]); it
 //! is ready again when a refresh lands. A node whose lease was removed
 //! joins again as a new incarnation; the slots its old incarnation held are claimed anew,
@@ -185,6 +185,8 @@ enum Done {
         write: SlotWrite,
         result: Result<u64, String>,
     },
+    /// New watches of both buckets, resuming after the last entries seen.
+    Rewatched(Result<Box<(kv::Watch, kv::Watch)>, String>),
 }
 
 /// The buckets of one session.
@@ -205,6 +207,8 @@ struct Node {
     lease_revision: u64,
     /// Revisions of this node's latest landed refreshes, oldest first.
     recent: VecDeque<u64>,
+    /// When the newest refresh in `recent` was sent.
+    counted_at: Option<Instant>,
     /// When the latest landed refresh was sent: the node is fenced some time after.
     refreshed_at: Instant,
     leases: BTreeMap<String, LeaseState>,
@@ -264,6 +268,7 @@ impl Node {
             lease,
             lease_revision: 0,
             recent: VecDeque::new(),
+            counted_at: None,
             refreshed_at: Instant::now(),
             leases: BTreeMap::new(),
             leases_loaded: false,
@@ -289,6 +294,8 @@ impl Node {
         self.evicting.clear();
         self.refreshing = false;
         self.rewatch = false;
+        self.lease_seen = 0;
+        self.slot_seen = 0;
         self.publish();
     }
 
@@ -297,14 +304,16 @@ impl Node {
         self.me.incarnation = incarnation();
         self.lease.incarnation = self.me.incarnation.clone();
         self.recent.clear();
+        self.counted_at = None;
         self.lease_revision = 0;
     }
 
     /// No refresh sent in the last `FENCE_AFTER` periods has landed. Another node removes
     /// this one's lease after landing `REFRESHES` refreshes of its own past this one's last
-    /// (at `L`): sent a period apart, the first sent at the earliest one request timeout (a
-    /// period) before `L`, so not before `L + (REFRESHES - 2)` periods; this node stops a
-    /// period before that.
+    /// (at `L`), counted only when sent at least 0.9 periods apart (`count`), the first sent
+    /// at the earliest one request timeout (a period) before `L`: so not before `L + 3.5`
+    /// periods. This node's last landed refresh was sent before `L`, so it stops by `L + 3`
+    /// periods.
     fn fenced(&self) -> bool {
         self.refreshed_at.elapsed() > self.settings.refresh_every() * FENCE_AFTER
     }
@@ -344,16 +353,22 @@ impl Node {
         if let Err(end) = self.join(&buckets).await {
             return end;
         }
-        let mut lease_watch = match buckets.nodes.watch_with_history(">").await {
-            Ok(w) => w,
-            Err(e) => return End::Retry(format!("watching the nodes bucket: {e}")),
-        };
-        let mut slot_watch = match buckets.slots.watch_with_history(">").await {
-            Ok(w) => w,
-            Err(e) => return End::Retry(format!("watching the slots bucket: {e}")),
+        let watches = tokio::time::timeout(SETUP_TIMEOUT, async {
+            let nodes = buckets.nodes.watch_with_history(">").await;
+            let slots = buckets.slots.watch_with_history(">").await;
+            (nodes, slots)
+        })
+        .await;
+        let (mut lease_watch, mut slot_watch) = match watches {
+            Ok((Ok(n), Ok(s))) => (n, s),
+            Ok((Err(e), _) | (_, Err(e))) => {
+                return End::Retry(format!("watching the buckets: {e}"))
+            }
+            Err(_) => return End::Retry("watching the buckets: no answer from JetStream".into()),
         };
         self.metrics.set_problem("cluster: loading the slot map");
-        let mut tick = tokio::time::interval(self.settings.refresh_every());
+        let period = self.settings.refresh_every();
+        let mut tick = tokio::time::interval_at((Instant::now() + period).into(), period);
         // Refreshes are sent at least `refresh_every` apart, whatever their latency: the
         // bound on how early another node can count this one silent relies on it.
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -362,19 +377,22 @@ impl Node {
             if std::mem::take(&mut self.rewatch) {
                 // A consumer on a server that died is only noticed by the watch after its
                 // idle heartbeat (5 s) is missed; new ones resume where the old ones were.
-                let nodes = buckets
-                    .nodes
-                    .watch_from_revision(">", self.lease_seen + 1)
-                    .await;
-                let slots = buckets
-                    .slots
-                    .watch_from_revision(">", self.slot_seen + 1)
-                    .await;
-                match (nodes, slots) {
-                    (Ok(n), Ok(s)) => (lease_watch, slot_watch) = (n, s),
-                    (Err(e), _) | (_, Err(e)) => return End::Retry(format!("watching again: {e}")),
-                }
-                tracing::info!("watching both buckets again after an outage");
+                // Created by a task, bounded: the loop must go on refreshing meanwhile.
+                let (nodes, slots) = (buckets.nodes.clone(), buckets.slots.clone());
+                let (from_lease, from_slot) = (self.lease_seen + 1, self.slot_seen + 1);
+                ops.spawn(async move {
+                    let watches = tokio::time::timeout(SETUP_TIMEOUT, async move {
+                        let n = nodes.watch_from_revision(">", from_lease).await;
+                        let s = slots.watch_from_revision(">", from_slot).await;
+                        match (n, s) {
+                            (Ok(n), Ok(s)) => Ok((n, s)),
+                            (Err(e), _) | (_, Err(e)) => Err(e.to_string()),
+                        }
+                    })
+                    .await
+                    .unwrap_or_else(|_| Err("no answer from JetStream".into()));
+                    Done::Rewatched(watches.map(Box::new))
+                });
             }
             let settle = self.dirty_since.map(|t| t + SETTLE);
             tokio::select! {
@@ -411,6 +429,16 @@ impl Node {
                     None => return End::Retry("the slots watch ended".into()),
                 },
                 Some(done) = ops.join_next(), if !ops.is_empty() => match done {
+                    Ok(Done::Rewatched(result)) => match result {
+                        // The old watches may have missed nothing yet: the new ones start
+                        // after what the old ones delivered, and anything delivered twice
+                        // is ignored by revision.
+                        Ok(watches) => {
+                            (lease_watch, slot_watch) = *watches;
+                            tracing::info!("watching both buckets again after an outage");
+                        }
+                        Err(e) => tracing::warn!("watching again after an outage: {e}"),
+                    },
                     Ok(done) => {
                         if let Err(end) = self.done(done, &buckets, &mut ops).await {
                             return end;
@@ -543,15 +571,17 @@ impl Node {
         if self.lease_revision != 0 && !ours {
             self.new_incarnation();
         }
+        let sent = Instant::now();
         let revision = buckets
             .nodes
             .put(self.me.node.as_str(), records::encode(&self.lease))
             .await
             .map_err(|e| End::Retry(format!("putting this node's lease: {e}")))?;
         self.lease_revision = revision;
-        self.refreshed_at = Instant::now();
+        self.refreshed_at = sent;
         self.recent.clear();
-        self.recent.push_back(revision);
+        self.counted_at = None;
+        self.count(sent, revision);
         tracing::info!(
             node = %self.me.node,
             incarnation = %self.me.incarnation,
@@ -561,10 +591,14 @@ impl Node {
     }
 
     fn lease_entry(&mut self, entry: kv::Entry) {
-        self.lease_seen = self.lease_seen.max(entry.revision);
         if entry.seen_current && !self.leases_loaded {
             self.leases_loaded = true;
         }
+        // Entries come in revision order; an older one is a replay by a renewed watch.
+        if entry.revision <= self.lease_seen {
+            return;
+        }
+        self.lease_seen = entry.revision;
         match entry.operation {
             Operation::Put => match records::decode::<Lease>(&entry.value) {
                 Some(lease) => {
@@ -586,7 +620,6 @@ impl Node {
     }
 
     fn slot_entry(&mut self, entry: kv::Entry) {
-        self.slot_seen = self.slot_seen.max(entry.revision);
         if entry.seen_current && !self.slots_loaded {
             self.slots_loaded = true;
             tracing::info!(
@@ -594,6 +627,11 @@ impl Node {
                 "slot map loaded"
             );
         }
+        // Entries come in revision order; an older one is a replay by a renewed watch.
+        if entry.revision <= self.slot_seen {
+            return;
+        }
+        self.slot_seen = entry.revision;
         let Some(slot) = records::parse_slot_key(&entry.key) else {
             return;
         };
@@ -685,6 +723,7 @@ impl Node {
                     Err(e) => tracing::debug!(node = %node, "eviction refused: {e}"),
                 }
             }
+            Done::Rewatched(_) => {}
             Done::Wrote { write, result } => {
                 self.busy.remove(&write.slot);
                 match result {
@@ -725,10 +764,7 @@ impl Node {
         }
         self.lease_revision = revision;
         self.refreshed_at = sent;
-        self.recent.push_back(revision);
-        while self.recent.len() > REFRESHES as usize {
-            self.recent.pop_front();
-        }
+        self.count(sent, revision);
         let silent = plan::silent(
             &self.me.node,
             &self.leases,
@@ -750,6 +786,22 @@ impl Node {
                     result,
                 }
             });
+        }
+    }
+
+    /// Counts a landed lease write in `recent`, the clock other leases are judged by, if it
+    /// was sent (nearly) a period after the last one counted: that spacing is what bounds
+    /// how early a silent node can be judged (see [`Node::fenced`]), whatever path (a join,
+    /// a late tick) wrote it.
+    fn count(&mut self, sent: Instant, revision: u64) {
+        let spacing = self.settings.refresh_every() * 9 / 10;
+        if self.counted_at.is_some_and(|last| sent < last + spacing) {
+            return;
+        }
+        self.counted_at = Some(sent);
+        self.recent.push_back(revision);
+        while self.recent.len() > REFRESHES as usize {
+            self.recent.pop_front();
         }
     }
 
