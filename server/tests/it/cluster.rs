@@ -6,7 +6,8 @@
 //! `CHATD_CLUSTER_TEST_LOGS=1` prints every node's log at the end of each test.
 //!
 //! nats-server 2.10+ comes from `CHATD_NATS_SERVER` (set by `./dev test`, which installs
-//! it) or PATH; without one these tests say so and pass without running.
+//! it) or PATH; without one these tests say so and pass without running (and fail under
+//! `CI`, where ./dev test must have installed it).
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -55,6 +56,11 @@ fn nats_server() -> Option<PathBuf> {
             return Some(candidate);
         }
     }
+    // CI runs ./dev test, which installs nats-server: there, a missing one is a failure.
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "no nats-server 2.10+ in CI: ./dev test should have installed it (CHATD_NATS_SERVER)"
+    );
     eprintln!(
         "SKIPPED: no nats-server 2.10+ (set CHATD_NATS_SERVER or run ./dev test, which installs it)"
     );
