@@ -19,6 +19,7 @@ fn message_event(text_len: usize) -> pb::Envelope {
                 timestamp_us: 1_790_000_000_000_000,
                 text: "x".repeat(text_len),
                 group_id: 0,
+                ..Default::default()
             })),
         }),
     )

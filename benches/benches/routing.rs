@@ -24,6 +24,7 @@ fn push(seq: u64) -> ShardMsg {
             timestamp_us: seq,
             text: "x".repeat(100),
             group_id: 0,
+            ..Default::default()
         })),
     };
     ShardMsg::ToConn {

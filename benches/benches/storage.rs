@@ -24,6 +24,7 @@ fn storage(c: &mut Criterion) {
                 timestamp_us: n,
                 text: "y".repeat(100),
                 group_id: 0,
+                ..Default::default()
             };
             store.append_message(&msg).expect("append");
         })
@@ -55,6 +56,7 @@ fn storage(c: &mut Criterion) {
                 timestamp_us: 1_000_000 + m,
                 text: "y".repeat(100),
                 group_id: 0,
+                ..Default::default()
             };
             assert!(store.user_exists(recipient).expect("user"));
             let (_, stored) = store.stage_message(&msg).expect("stage");
@@ -86,6 +88,7 @@ fn storage(c: &mut Criterion) {
             timestamp_us: i,
             text: "z".repeat(100),
             group_id: 0,
+            ..Default::default()
         };
         store.append_message(&msg).expect("seed inbox");
     }

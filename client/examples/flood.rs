@@ -53,6 +53,7 @@ fn main() -> anyhow::Result<()> {
                         client_msg_id: id,
                         text: "x".repeat(100),
                         media: None,
+                        ..Default::default()
                     }))?);
                 }
                 if let Some(rx) = inflight.pop_front() {

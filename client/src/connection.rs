@@ -187,10 +187,23 @@ impl Connection {
         }
     }
 
+    /// Logs in as a new device without a name (see [`Connection::login_device`]).
     pub fn login(&self, username: &str, password: &str) -> Result<pb::LoggedIn> {
+        self.login_device(username, password, "")
+    }
+
+    /// Logs in with the password; the new token is a new device of the user, listed by
+    /// [`Connection::list_devices`] under `device_name`.
+    pub fn login_device(
+        &self,
+        username: &str,
+        password: &str,
+        device_name: &str,
+    ) -> Result<pb::LoggedIn> {
         let req = Body::Login(pb::Login {
             username: username.into(),
             password: password.into(),
+            device_name: device_name.into(),
         });
         match self.request(req)? {
             Body::LoggedIn(l) => Ok(l),
@@ -243,6 +256,7 @@ impl Connection {
             to_user_id,
             client_msg_id,
             text: text.into(),
+            ..Default::default()
         });
         match self.request(req)? {
             Body::SendAck(a) => Ok(a),
@@ -442,6 +456,7 @@ impl Connection {
             group_id,
             client_msg_id,
             text: text.to_string(),
+            ..Default::default()
         });
         match self.request(req)? {
             Body::SendAck(a) => Ok(a),
@@ -483,6 +498,116 @@ impl Connection {
     /// open (this one too) until they close; logging in again needs the password.
     pub fn logout_all(&self) -> Result<()> {
         self.done(Body::LogoutAll(pb::LogoutAll {}))
+    }
+
+    /// The user's devices (one per token not revoked), most recently active first.
+    pub fn list_devices(&self) -> Result<Vec<pb::Device>> {
+        match self.request(Body::ListDevices(pb::ListDevices {}))? {
+            Body::Devices(d) => Ok(d.devices),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Logs a device of the user out: its token is revoked, its connections closed.
+    pub fn revoke_device(&self, device_id: u64) -> Result<()> {
+        self.done(Body::RevokeDevice(pb::RevokeDevice { device_id }))
+    }
+
+    /// Blocks a user: their 1:1 messages are refused, their typing dropped, and they no
+    /// longer see the caller's presence.
+    pub fn block(&self, user_id: u64) -> Result<()> {
+        self.done(Body::Block(pb::Block { user_id }))
+    }
+
+    pub fn unblock(&self, user_id: u64) -> Result<()> {
+        self.done(Body::Unblock(pb::Unblock { user_id }))
+    }
+
+    /// The users the caller blocked, most recent first.
+    pub fn list_blocked(&self) -> Result<Vec<pb::ListedUser>> {
+        self.user_list(Body::ListBlocked(pb::ListBlocked {}))
+    }
+
+    /// Adds a user to the caller's contact list.
+    pub fn add_contact(&self, user_id: u64) -> Result<()> {
+        self.done(Body::AddContact(pb::AddContact { user_id }))
+    }
+
+    pub fn remove_contact(&self, user_id: u64) -> Result<()> {
+        self.done(Body::RemoveContact(pb::RemoveContact { user_id }))
+    }
+
+    /// The caller's contact list, most recent first.
+    pub fn list_contacts(&self) -> Result<Vec<pb::ListedUser>> {
+        self.user_list(Body::ListContacts(pb::ListContacts {}))
+    }
+
+    fn user_list(&self, body: Body) -> Result<Vec<pb::ListedUser>> {
+        match self.request(body)? {
+            Body::UserList(l) => Ok(l.users),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Sends a 1:1 text that replies to the message `reply_to_us` (its id, `timestamp_us`)
+    /// of the conversation.
+    pub fn send_reply(&self, to_user_id: u64, reply_to_us: u64, text: &str) -> Result<pb::SendAck> {
+        let req = Body::SendMessage(pb::SendMessage {
+            to_user_id,
+            client_msg_id: new_client_msg_id(),
+            text: text.into(),
+            media: None,
+            reply_to_us,
+        });
+        match self.request(req)? {
+            Body::SendAck(a) => Ok(a),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Sends a group text that replies to the group's message `reply_to_us`.
+    pub fn send_group_reply(
+        &self,
+        group_id: u64,
+        reply_to_us: u64,
+        text: &str,
+    ) -> Result<pb::SendAck> {
+        let req = Body::SendGroupMessage(pb::SendGroupMessage {
+            group_id,
+            client_msg_id: new_client_msg_id(),
+            text: text.into(),
+            media: None,
+            reply_to_us,
+        });
+        match self.request(req)? {
+            Body::SendAck(a) => Ok(a),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Deletes a message: for everyone (its sender, within the server's window) or only
+    /// from the caller's own history.
+    pub fn delete_message(&self, chat: Chat, message_us: u64, for_everyone: bool) -> Result<()> {
+        self.done(Body::DeleteMessage(pb::DeleteMessage {
+            message: Some(chat.message(message_us)),
+            for_everyone,
+        }))
+    }
+
+    /// Replaces the text of a message the caller sent (within the server's window).
+    pub fn edit_message(&self, chat: Chat, message_us: u64, text: &str) -> Result<()> {
+        self.done(Body::EditMessage(pb::EditMessage {
+            message: Some(chat.message(message_us)),
+            text: text.into(),
+        }))
+    }
+
+    /// Sets the caller's reaction to a message; an empty `emoji` removes it.
+    pub fn react(&self, chat: Chat, message_us: u64, emoji: &str) -> Result<()> {
+        self.done(Body::React(pb::React {
+            message: Some(chat.message(message_us)),
+            emoji: emoji.into(),
+        }))
     }
 
     /// Server pushes, in arrival order.
@@ -552,6 +677,39 @@ pub fn tls_config(ca_pem: &Path) -> Result<Arc<ClientConfig>> {
 
 pub(crate) fn unexpected(body: &Body) -> ClientError {
     ClientError::Protocol(format!("unexpected response {body:?}"))
+}
+
+/// A conversation, as the caller sees it: the other user of a 1:1 chat, or a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chat {
+    User(u64),
+    Group(u64),
+}
+
+impl Chat {
+    /// The conversation of a message, seen by `me`.
+    pub fn of(me: u64, m: &pb::Message) -> Chat {
+        if m.group_id != 0 {
+            Chat::Group(m.group_id)
+        } else if m.from_user_id == me {
+            Chat::User(m.to_user_id)
+        } else {
+            Chat::User(m.from_user_id)
+        }
+    }
+
+    /// Names the message with id (`timestamp_us`) `message_us` in this conversation.
+    pub fn message(self, message_us: u64) -> pb::MessageRef {
+        let (with_user_id, group_id) = match self {
+            Chat::User(u) => (u, 0),
+            Chat::Group(g) => (0, g),
+        };
+        pb::MessageRef {
+            with_user_id,
+            group_id,
+            timestamp_us: message_us,
+        }
+    }
 }
 
 /// A random nonzero id for a new message.

@@ -11,7 +11,7 @@ mod media;
 mod session;
 
 pub use chat_protocol::pb;
-pub use connection::{tls_config, Connection};
+pub use connection::{tls_config, Chat, Connection};
 pub use error::{ClientError, Result};
 pub use media::{sha256, MediaSpec};
 pub use session::{Credentials, Session};

@@ -192,6 +192,7 @@ impl Connection {
             client_msg_id: new_client_msg_id(),
             text: caption.into(),
             media: Some(Box::new(attachment(media))),
+            ..Default::default()
         });
         send_ack(self, req)
     }
@@ -208,6 +209,7 @@ impl Connection {
             client_msg_id: new_client_msg_id(),
             text: caption.into(),
             media: Some(Box::new(attachment(media))),
+            ..Default::default()
         });
         send_ack(self, req)
     }

@@ -16,6 +16,8 @@ pub struct Credentials {
     pub ca: PathBuf,
     pub username: String,
     pub password: String,
+    /// How this device is listed among the user's devices (may be empty).
+    pub device_name: String,
 }
 
 #[derive(Debug)]
@@ -39,7 +41,7 @@ impl Session {
     /// Connects and logs in with the password.
     pub fn open(creds: Credentials) -> Result<Session> {
         let conn = Connection::connect(&creds.server, &creds.ca)?;
-        let login = conn.login(&creds.username, &creds.password)?;
+        let login = conn.login_device(&creds.username, &creds.password, &creds.device_name)?;
         Ok(Session {
             last_seq: login.acked_seq,
             acked_seq: login.acked_seq,
@@ -56,6 +58,21 @@ impl Session {
 
     pub fn user_id(&self) -> u64 {
         self.login.user_id
+    }
+
+    /// The device this session logged in as.
+    pub fn device_id(&self) -> u64 {
+        self.login.device_id
+    }
+
+    /// Acks what was handed out, then logs this device out (its token is revoked), for a
+    /// session that is not meant to be resumed later.
+    pub fn logout(mut self) -> Result<()> {
+        self.flush_ack()?;
+        match self.conn.logout() {
+            Ok(()) | Err(ClientError::Closed) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     pub fn username(&self) -> &str {

@@ -466,12 +466,14 @@ async fn run_thread(
                     group_id: g.id,
                     client_msg_id,
                     text,
+                    ..Default::default()
                 }),
                 None => Body::SendMessage(pb::SendMessage {
                     media,
                     to_user_id: s.to,
                     client_msg_id,
                     text,
+                    ..Default::default()
                 }),
             };
             s.out.push(&envelope(id, body.clone()));

@@ -166,6 +166,8 @@ fn message() -> impl Strategy<Value = pb::Message> {
         (any::<u64>(), any::<u64>(), any::<u64>()),
         any::<String>(),
         proptest::option::of(media()),
+        (any::<u64>(), any::<u64>(), any::<bool>()),
+        vec((any::<u64>(), any::<String>()), 0..3),
     )
         .prop_map(
             |(
@@ -173,6 +175,8 @@ fn message() -> impl Strategy<Value = pb::Message> {
                 (seq, timestamp_us, group_id),
                 text,
                 media,
+                (reply_to_us, edited_us, deleted),
+                reactions,
             )| {
                 pb::Message {
                     from_user_id,
@@ -183,9 +187,26 @@ fn message() -> impl Strategy<Value = pb::Message> {
                     text,
                     group_id,
                     media: media.map(Box::new),
+                    reply_to_us,
+                    edited_us,
+                    deleted,
+                    reactions: reactions
+                        .into_iter()
+                        .map(|(user_id, emoji)| pb::Reaction { user_id, emoji })
+                        .collect(),
                 }
             },
         )
+}
+
+fn message_ref() -> impl Strategy<Value = Option<pb::MessageRef>> {
+    proptest::option::of((any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
+        |(with_user_id, group_id, timestamp_us)| pb::MessageRef {
+            with_user_id,
+            group_id,
+            timestamp_us,
+        },
+    ))
 }
 
 fn group() -> impl Strategy<Value = pb::Group> {
@@ -249,6 +270,43 @@ fn event() -> impl Strategy<Value = pb::Event> {
                     timestamp_us,
                 })
             }),
+        message().prop_map(Kind::Sent),
+        (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
+            |(with_user_id, group_id, up_to_seq, timestamp_us)| {
+                Kind::Read(pb::ReadMarker {
+                    with_user_id,
+                    group_id,
+                    up_to_seq,
+                    timestamp_us,
+                })
+            }
+        ),
+        (
+            (any::<i32>(), any::<u64>(), any::<u64>(), any::<u64>()),
+            (any::<u64>(), any::<u64>(), any::<u64>()),
+            (any::<String>(), any::<String>(), any::<u64>(), any::<u64>()),
+        )
+            .prop_map(
+                |(
+                    (kind, from_user_id, to_user_id, group_id),
+                    (message_us, message_seq, actor_user_id),
+                    (text, emoji, timestamp_us, seq),
+                )| {
+                    Kind::MessageChange(pb::MessageChange {
+                        kind,
+                        from_user_id,
+                        to_user_id,
+                        group_id,
+                        message_us,
+                        message_seq,
+                        actor_user_id,
+                        text,
+                        emoji,
+                        timestamp_us,
+                        seq,
+                    })
+                }
+            ),
     ];
     (any::<u64>(), proptest::option::of(kind)).prop_map(|(seq, kind)| pb::Event { seq, kind })
 }
@@ -262,7 +320,13 @@ fn body() -> impl Strategy<Value = Body> {
             .prop_map(|(username, password)| Body::Register(pb::Register { username, password }))
             .boxed(),
         (s(), s())
-            .prop_map(|(username, password)| Body::Login(pb::Login { username, password }))
+            .prop_map(|(username, password)| {
+                Body::Login(pb::Login {
+                    username,
+                    password,
+                    device_name: String::new(),
+                })
+            })
             .boxed(),
         bytes_up_to(64)
             .prop_map(|token| Body::Resume(pb::Resume { token }))
@@ -276,6 +340,7 @@ fn body() -> impl Strategy<Value = Body> {
                     client_msg_id,
                     text,
                     media: media.map(Box::new),
+                    ..Default::default()
                 })
             })
             .boxed(),
@@ -324,6 +389,7 @@ fn body() -> impl Strategy<Value = Body> {
                     client_msg_id,
                     text,
                     media: media.map(Box::new),
+                    ..Default::default()
                 })
             })
             .boxed(),
@@ -417,6 +483,33 @@ fn body() -> impl Strategy<Value = Body> {
             .boxed(),
         Just(Body::Logout(pb::Logout {})).boxed(),
         Just(Body::LogoutAll(pb::LogoutAll {})).boxed(),
+        Just(Body::ListDevices(pb::ListDevices {})).boxed(),
+        u().prop_map(|device_id| Body::RevokeDevice(pb::RevokeDevice { device_id }))
+            .boxed(),
+        u().prop_map(|user_id| Body::Block(pb::Block { user_id }))
+            .boxed(),
+        u().prop_map(|user_id| Body::Unblock(pb::Unblock { user_id }))
+            .boxed(),
+        Just(Body::ListBlocked(pb::ListBlocked {})).boxed(),
+        u().prop_map(|user_id| Body::AddContact(pb::AddContact { user_id }))
+            .boxed(),
+        u().prop_map(|user_id| Body::RemoveContact(pb::RemoveContact { user_id }))
+            .boxed(),
+        Just(Body::ListContacts(pb::ListContacts {})).boxed(),
+        (message_ref(), any::<bool>())
+            .prop_map(|(message, for_everyone)| {
+                Body::DeleteMessage(pb::DeleteMessage {
+                    message,
+                    for_everyone,
+                })
+            })
+            .boxed(),
+        (message_ref(), s())
+            .prop_map(|(message, text)| Body::EditMessage(pb::EditMessage { message, text }))
+            .boxed(),
+        (message_ref(), s())
+            .prop_map(|(message, emoji)| Body::React(pb::React { message, emoji }))
+            .boxed(),
     ];
     let responses = vec![
         (any::<i32>(), s(), any::<u32>())
@@ -428,12 +521,13 @@ fn body() -> impl Strategy<Value = Body> {
                 })
             })
             .boxed(),
-        (u(), bytes_up_to(64), u())
-            .prop_map(|(user_id, token, acked_seq)| {
+        (u(), bytes_up_to(64), u(), u())
+            .prop_map(|(user_id, token, acked_seq, device_id)| {
                 Body::LoggedIn(pb::LoggedIn {
                     user_id,
                     token,
                     acked_seq,
+                    device_id,
                 })
             })
             .boxed(),
@@ -465,6 +559,37 @@ fn body() -> impl Strategy<Value = Body> {
                     offset,
                     data,
                     size,
+                })
+            })
+            .boxed(),
+        vec(((u(), s(), u(), u()), (any::<bool>(), any::<bool>())), 0..3)
+            .prop_map(|devices| {
+                Body::Devices(pb::Devices {
+                    devices: devices
+                        .into_iter()
+                        .map(
+                            |((device_id, name, created_us, last_active_us), (online, current))| {
+                                pb::Device {
+                                    device_id,
+                                    name,
+                                    created_us,
+                                    last_active_us,
+                                    online,
+                                    current,
+                                }
+                            },
+                        )
+                        .collect(),
+                })
+            })
+            .boxed(),
+        vec((u(), u()), 0..4)
+            .prop_map(|users| {
+                Body::UserList(pb::UserList {
+                    users: users
+                        .into_iter()
+                        .map(|(user_id, added_us)| pb::ListedUser { user_id, added_us })
+                        .collect(),
                 })
             })
             .boxed(),

@@ -48,6 +48,14 @@ pub fn token_hash(token: &[u8]) -> [u8; 32] {
     Sha256::digest(token).into()
 }
 
+/// The id of the device a token was issued to: the first 8 bytes of the token's hash
+/// (nonzero), so any holder of the token's hash finds its device without an index.
+pub fn device_id(token_hash: &[u8; 32]) -> u64 {
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&token_hash[..8]);
+    u64::from_be_bytes(id).max(1)
+}
+
 /// Usernames: 3-32 of [a-z0-9_.-], starting with a letter or digit, compared lowercased.
 pub fn normalize_username(name: &str) -> Option<String> {
     let name = name.to_ascii_lowercase();

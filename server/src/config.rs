@@ -53,6 +53,11 @@ pub struct Config {
     /// A connection whose unsent output exceeds this many bytes (the client does not read)
     /// is cut off.
     pub max_outbound_bytes: usize,
+    /// How long after sending its sender may delete a message for everyone, in seconds
+    /// (48 h, as WhatsApp); 0 = no limit.
+    pub delete_window_s: u64,
+    /// How long after sending its sender may edit a message, in seconds; 0 = no limit.
+    pub edit_window_s: u64,
     /// Uploads of images, voice notes and files (`[media]`).
     pub media: MediaConfig,
     /// Notifications for offline users through a push gateway (`[push]`).
@@ -280,6 +285,8 @@ impl Default for Config {
             rate_limit_per_s: 1000,
             rate_limit_burst: 2000,
             max_outbound_bytes: 8 << 20,
+            delete_window_s: 48 * 3600,
+            edit_window_s: 15 * 60,
             media: MediaConfig::default(),
             push: PushConfig::default(),
             cluster: ClusterConfig::default(),

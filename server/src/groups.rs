@@ -426,6 +426,11 @@ pub fn deliver(shard: &Rc<Shard>, from: usize, entry: pb::Event, members: Vec<u6
     };
     match shard.store.stage_group_delivery(&entry, &members) {
         Ok(delivered) => {
+            // A deletion or an edit also rewrites this shard's copy of the message (once:
+            // a repeated hand-out delivers nothing).
+            if !delivered.is_empty() {
+                crate::changes::stage_for_group_entry(shard, &entry);
+            }
             // In the same batch as the entry: notifications for offline members.
             crate::push::stage_for_group_entry(shard, &entry, &delivered);
             shard.after_commit(AfterCommit::GroupDelivery {

@@ -6,12 +6,15 @@
 //! in a command line.
 
 pub mod auth;
+mod changes;
 pub mod clock;
 pub mod cluster;
 mod cmd;
 pub mod config;
 mod conn;
+mod devices;
 mod groups;
+mod lists;
 mod media;
 mod metrics;
 mod presence;

@@ -2,8 +2,9 @@
 //! online now, never stored except last seen.
 //!
 //! A user's online state is the set of their sessions, in memory on their shard. Who may see
-//! it is decided there too (the user's `PresenceVisibility`; "contacts" are users with a 1:1
-//! conversation, or a group in common, with them). Subscriptions live on the watched user's
+//! it is decided there too (the user's `PresenceVisibility`; "contacts" are the users in
+//! their contact list and users with a 1:1 conversation, or a group in common, with them;
+//! users they blocked see nothing). Subscriptions live on the watched user's
 //! shard, keyed by the watching connection, and end with it. Going offline is announced
 //! only after `OFFLINE_DEBOUNCE`, so a connection that drops and comes back at once causes
 //! no updates at all.
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use chat_protocol::envelope;
 use chat_protocol::pb::{self, envelope::Body, PresenceVisibility};
+use chat_storage::UserList;
 
 use crate::clock::Clock;
 use crate::routing::users_by_shard;
@@ -269,14 +271,26 @@ fn may_see(shard: &Shard, target: u64, viewer: u64, viewer_groups: &[u64]) -> bo
     let Ok(Some(user)) = shard.store.user(target) else {
         return false;
     };
+    // Blocked users see nothing, whatever the setting.
+    if crate::lists::blocked(shard, target, viewer) {
+        return false;
+    }
+    let in_contact_list = || {
+        shard
+            .store
+            .is_listed(UserList::Contacts, target, viewer)
+            .unwrap_or(false)
+    };
     match PresenceVisibility::try_from(user.presence_visibility) {
         Ok(PresenceVisibility::Everyone) => true,
         Ok(PresenceVisibility::Nobody) | Err(_) => false,
+        Ok(PresenceVisibility::ContactList) => in_contact_list(),
         Ok(PresenceVisibility::Contacts) => {
-            shard
-                .store
-                .has_conversation(target, viewer)
-                .unwrap_or(false)
+            in_contact_list()
+                || shard
+                    .store
+                    .has_conversation(target, viewer)
+                    .unwrap_or(false)
                 || shard
                     .store
                     .user_groups(target)
@@ -291,7 +305,10 @@ pub fn typing_to_user(shard: &Rc<Shard>, from: u64, to: u64, typing: bool) -> bo
     if !shard.store.user_exists(to).unwrap_or(false) {
         return false;
     }
-    push_typing(shard, &[to], from, 0, typing);
+    // From a user `to` blocked: accepted and dropped (Done promises nobody saw it).
+    if !crate::lists::blocked(shard, to, from) {
+        push_typing(shard, &[to], from, 0, typing);
+    }
     true
 }
 

@@ -15,6 +15,7 @@ use chat_protocol::pb::{self, envelope::Body, event, ReceiptKind};
 use chat_protocol::ErrorCode;
 
 use crate::clock::Clock;
+use crate::request::Conversation;
 use crate::routing::{shard_of_group, shard_of_user};
 use crate::shard::{AfterCommit, Reply, Shard, ShardMsg};
 
@@ -41,8 +42,12 @@ pub fn read_receipts_on(shard: &Shard, user: u64) -> bool {
     }
 }
 
-/// Sends a receipt to the shard of `to`.
+/// Sends a receipt to the shard of `to`. 1:1 receipts run on the shard of `by`, which
+/// sends none to a user `by` blocked (docs/PROTOCOL.md 10.16).
 pub fn send(shard: &Rc<Shard>, to: u64, by: u64, group_id: u64, kind: ReceiptKind, up_to: u64) {
+    if group_id == 0 && crate::lists::blocked(shard, by, to) {
+        return;
+    }
     let receipt = pb::Receipt {
         by_user_id: by,
         group_id,
@@ -269,16 +274,43 @@ pub fn group_progress(shard: &Rc<Shard>, p: Progress, reply: Option<Reply>) {
 /// On the member's shard, after the group's shard accepted its MarkRead: the read marker
 /// (which keeps push notifications for what was read elsewhere from being sent).
 pub fn group_read_marked(shard: &Rc<Shard>, reply: Reply, member: u64, group_id: u64, up_to: u64) {
-    if let Err(e) = shard
+    let moved = shard
         .store
         .advance_read_marker(member, true, group_id, up_to)
-    {
+        .and_then(|old| match old {
+            Some(_) => stage_read_event(shard, member, Conversation::Group(group_id), up_to),
+            None => Ok(()),
+        });
+    if let Err(e) = moved {
         return shard.internal(reply, &e);
     }
     shard.after_commit(AfterCommit::Answer {
         reply,
         body: Body::Done(pb::Done {}),
     });
+}
+
+/// A user's read position in a conversation moved (MarkRead): an event in their own inbox
+/// for their other devices, pushed once durable.
+pub fn stage_read_event(
+    shard: &Rc<Shard>,
+    user: u64,
+    with: Conversation,
+    up_to_seq: u64,
+) -> Result<(), chat_storage::StorageError> {
+    let (with_user_id, group_id) = match with {
+        Conversation::User(peer) => (peer, 0),
+        Conversation::Group(group) => (0, group),
+    };
+    let marker = pb::ReadMarker {
+        with_user_id,
+        group_id,
+        up_to_seq,
+        timestamp_us: Clock::now_us(),
+    };
+    let event = shard.store.stage_event(user, event::Kind::Read(marker))?;
+    shard.after_commit(AfterCommit::Appended { user, event });
+    Ok(())
 }
 
 /// GetReceipts, on the group's shard: who has received and read message `seq`.

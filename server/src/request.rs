@@ -17,6 +17,7 @@ pub enum Request {
     Login {
         username: String,
         password: Secret<String>,
+        device_name: String,
     },
     Resume {
         token: Secret<Vec<u8>>,
@@ -109,6 +110,51 @@ pub enum Request {
     Logout,
     /// Revoke every session token of the caller.
     LogoutAll,
+    ListDevices,
+    RevokeDevice {
+        device_id: u64,
+    },
+    /// Block a user. `checked`: the user's shard has confirmed they exist.
+    Block {
+        user_id: u64,
+        checked: bool,
+    },
+    Unblock {
+        user_id: u64,
+    },
+    ListBlocked,
+    /// Add a contact. `checked`: the user's shard has confirmed they exist.
+    AddContact {
+        user_id: u64,
+        checked: bool,
+    },
+    RemoveContact {
+        user_id: u64,
+    },
+    ListContacts,
+    /// Delete a message, for everyone (its sender) or for the caller only.
+    DeleteMessage {
+        target: MessageTarget,
+        for_everyone: bool,
+    },
+    /// Replace a message's text (its sender).
+    EditMessage {
+        target: MessageTarget,
+        text: String,
+    },
+    /// Set (or, with an empty emoji, remove) the caller's reaction to a message.
+    React {
+        target: MessageTarget,
+        emoji: String,
+    },
+}
+
+/// A message named by its conversation (as the caller sees it) and its id, the timestamp
+/// the server gave it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageTarget {
+    pub with: Conversation,
+    pub timestamp_us: u64,
 }
 
 /// A credential (password, session token) as a request carried it. Its `Debug` shows
@@ -141,6 +187,10 @@ pub const MAX_THUMBNAIL_BYTES: usize = 16 * 1024;
 pub const MAX_FILE_NAME_BYTES: usize = 255;
 /// Longest push token, in bytes.
 pub const MAX_PUSH_TOKEN_BYTES: usize = 4096;
+/// Longest reaction (React.emoji), in bytes.
+pub const MAX_EMOJI_BYTES: usize = 32;
+/// Longest device name (Login.device_name), in bytes after trimming.
+pub const MAX_DEVICE_NAME_BYTES: usize = 64;
 
 /// What UploadStart declares about the file.
 #[derive(Debug, Clone, PartialEq)]
@@ -190,6 +240,8 @@ pub struct SendGroup {
     pub client_msg_id: u64,
     pub text: String,
     pub media: Option<Attachment>,
+    /// The id (timestamp) of the message of the group this one replies to.
+    pub reply_to_us: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -198,6 +250,8 @@ pub struct Send {
     pub client_msg_id: u64,
     pub text: String,
     pub media: Option<Attachment>,
+    /// The id (timestamp) of the message of the conversation this one replies to.
+    pub reply_to_us: Option<u64>,
 }
 
 /// A request that failed validation: the code and message the client gets.
@@ -221,6 +275,7 @@ impl Request {
             Body::Login(r) => Request::Login {
                 username: auth::normalize_username(&r.username).unwrap_or_default(),
                 password: Secret(r.password),
+                device_name: device_name(&r.device_name)?,
             },
             Body::Resume(r) => Request::Resume {
                 token: Secret(r.token.to_vec()),
@@ -303,6 +358,7 @@ impl Request {
                     client_msg_id: m.client_msg_id,
                     text: text(m.text, m.client_msg_id, max_text_bytes, media.is_some())?,
                     media,
+                    reply_to_us: (m.reply_to_us != 0).then_some(m.reply_to_us),
                 })
             }
             Body::UploadStart(u) => Request::UploadStart(upload_spec(u)?),
@@ -340,6 +396,49 @@ impl Request {
             },
             Body::Logout(pb::Logout {}) => Request::Logout,
             Body::LogoutAll(pb::LogoutAll {}) => Request::LogoutAll,
+            Body::ListDevices(pb::ListDevices {}) => Request::ListDevices,
+            Body::RevokeDevice(r) => Request::RevokeDevice {
+                device_id: nonzero(r.device_id, "device_id")?,
+            },
+            Body::Block(b) => Request::Block {
+                user_id: nonzero(b.user_id, "user_id")?,
+                checked: false,
+            },
+            Body::Unblock(u) => Request::Unblock {
+                user_id: nonzero(u.user_id, "user_id")?,
+            },
+            Body::ListBlocked(pb::ListBlocked {}) => Request::ListBlocked,
+            Body::AddContact(a) => Request::AddContact {
+                user_id: nonzero(a.user_id, "user_id")?,
+                checked: false,
+            },
+            Body::RemoveContact(r) => Request::RemoveContact {
+                user_id: nonzero(r.user_id, "user_id")?,
+            },
+            Body::ListContacts(pb::ListContacts {}) => Request::ListContacts,
+            Body::DeleteMessage(d) => Request::DeleteMessage {
+                target: message_target(d.message)?,
+                for_everyone: d.for_everyone,
+            },
+            Body::EditMessage(e) => {
+                if e.text.len() > max_text_bytes {
+                    return Err(Rejected(
+                        ErrorCode::TextTooLong,
+                        format!(
+                            "text is {} bytes; the limit is {max_text_bytes}",
+                            e.text.len()
+                        ),
+                    ));
+                }
+                Request::EditMessage {
+                    target: message_target(e.message)?,
+                    text: e.text,
+                }
+            }
+            Body::React(r) => Request::React {
+                target: message_target(r.message)?,
+                emoji: emoji(r.emoji)?,
+            },
             other => {
                 return Err(Rejected(
                     ErrorCode::UnexpectedMessage,
@@ -411,6 +510,7 @@ fn send(m: pb::SendMessage, max_text_bytes: usize) -> Result<Send, Rejected> {
         client_msg_id: m.client_msg_id,
         text,
         media,
+        reply_to_us: (m.reply_to_us != 0).then_some(m.reply_to_us),
     })
 }
 
@@ -521,6 +621,42 @@ fn conversation(user_id: u64, group_id: u64) -> Result<Conversation, Rejected> {
     }
 }
 
+/// Login.device_name: trimmed, at most [`MAX_DEVICE_NAME_BYTES`], no control characters.
+fn device_name(name: &str) -> Result<String, Rejected> {
+    let name = name.trim();
+    if name.len() > MAX_DEVICE_NAME_BYTES || name.chars().any(char::is_control) {
+        return Err(invalid(&format!(
+            "device_name must be at most {MAX_DEVICE_NAME_BYTES} bytes without control characters"
+        )));
+    }
+    Ok(name.to_string())
+}
+
+fn message_target(m: Option<pb::MessageRef>) -> Result<MessageTarget, Rejected> {
+    let m = m.ok_or_else(|| invalid("message is required"))?;
+    Ok(MessageTarget {
+        with: conversation(m.with_user_id, m.group_id)?,
+        timestamp_us: nonzero(m.timestamp_us, "message.timestamp_us")?,
+    })
+}
+
+/// A reaction: empty (remove it) or 1-32 bytes without whitespace or control characters.
+fn emoji(emoji: String) -> Result<String, Rejected> {
+    if emoji.len() > MAX_EMOJI_BYTES || emoji.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(invalid(&format!(
+            "emoji must be at most {MAX_EMOJI_BYTES} bytes without whitespace"
+        )));
+    }
+    Ok(emoji)
+}
+
+fn nonzero(id: u64, what: &str) -> Result<u64, Rejected> {
+    if id == 0 {
+        return Err(invalid(&format!("{what} must be nonzero")));
+    }
+    Ok(id)
+}
+
 fn group_id(id: u64) -> Result<u64, Rejected> {
     if id == 0 {
         return Err(invalid("group_id must be nonzero"));
@@ -573,6 +709,8 @@ fn body_name(body: &Body) -> &'static str {
         Body::UploadStatus(_) => "UploadStatus",
         Body::AssetReady(_) => "AssetReady",
         Body::AssetData(_) => "AssetData",
+        Body::Devices(_) => "Devices",
+        Body::UserList(_) => "UserList",
         _ => "request",
     }
 }
@@ -588,6 +726,7 @@ mod tests {
             client_msg_id: id,
             text: text.into(),
             media: None,
+            ..Default::default()
         })
     }
 
@@ -624,6 +763,7 @@ mod tests {
         let login = Body::Login(pb::Login {
             username: "alice".into(),
             password: password.into(),
+            device_name: String::new(),
         });
         let token = crate::auth::new_token(7);
         let resume = Body::Resume(pb::Resume {
@@ -643,6 +783,7 @@ mod tests {
             Body::Login(pb::Login {
                 username: "alice".into(),
                 password: password.into(),
+                device_name: String::new(),
             }),
             16,
         );

@@ -152,6 +152,38 @@ pub enum ShardMsg {
         group_id: u64,
         up_to_seq: u64,
     },
+    /// For the other participant's shard of a 1:1 message: apply a change made by the caller
+    /// (`crate::changes`), then go on to `ChangeDone` on that shard.
+    DirectChange {
+        reply: Reply,
+        change: pb::MessageChange,
+        revoke: crate::changes::Revoke,
+    },
+    /// A message change is durable: revoke the grant of deleted media (if any), answer.
+    ChangeDone {
+        reply: Reply,
+        revoke: crate::changes::Revoke,
+    },
+    /// On a group's shard, a change entry of the group log is durable: hand it to the
+    /// members, then `ChangeDone`.
+    ChangeLogged {
+        reply: Reply,
+        entry: pb::Event,
+        recipients: Vec<u64>,
+        revoke: crate::changes::Revoke,
+    },
+    /// For the asset's shard: end a grant (its message was deleted for everyone), answer.
+    RevokeGrant {
+        reply: Reply,
+        asset_id: [u8; 16],
+        grantee: chat_storage::Grantee,
+    },
+    /// For the user's shard: the user hid a group message; tell their devices, answer.
+    Hide {
+        reply: Reply,
+        user: u64,
+        change: pb::MessageChange,
+    },
     /// For a group's shard: a member has received (`delivered`) and/or read (`read`) the
     /// group up to those group seqs (0 = no news). `reply` is answered for a MarkRead;
     /// `share_read` is false when the member turned read receipts off.
@@ -216,6 +248,10 @@ pub struct Limits {
     /// Requests per second and burst of one connection's token bucket; `None`: no limit.
     pub rate_limit: Option<(u32, u32)>,
     pub max_outbound_bytes: usize,
+    /// How long after sending a message may be deleted for everyone, and edited; `None`: no
+    /// limit.
+    pub delete_window: Option<std::time::Duration>,
+    pub edit_window: Option<std::time::Duration>,
     pub media: crate::config::MediaConfig,
     pub push: crate::config::PushConfig,
 }
@@ -446,6 +482,30 @@ impl Shard {
                 group_id,
                 up_to_seq,
             } => crate::receipts::group_read_marked(self, reply, member, group_id, up_to_seq),
+            ShardMsg::DirectChange {
+                reply,
+                change,
+                revoke,
+            } => crate::changes::direct_change(self, reply, change, revoke),
+            ShardMsg::ChangeDone { reply, revoke } => {
+                crate::changes::change_done(self, reply, revoke)
+            }
+            ShardMsg::ChangeLogged {
+                reply,
+                entry,
+                recipients,
+                revoke,
+            } => crate::changes::change_logged(self, reply, entry, recipients, revoke),
+            ShardMsg::RevokeGrant {
+                reply,
+                asset_id,
+                grantee,
+            } => crate::changes::revoke_grant(self, reply, asset_id, grantee),
+            ShardMsg::Hide {
+                reply,
+                user,
+                change,
+            } => crate::changes::hide(self, reply, user, change),
         }
     }
 
@@ -497,7 +557,11 @@ impl Shard {
                         self.fail(reply, ErrorCode::Internal, "internal server error")
                     }
                     AfterCommit::Dispatch { msg, .. } => match *msg {
-                        ShardMsg::Request { reply, .. } => {
+                        ShardMsg::Request { reply, .. }
+                        | ShardMsg::DirectChange { reply, .. }
+                        | ShardMsg::ChangeDone { reply, .. }
+                        | ShardMsg::ChangeLogged { reply, .. }
+                        | ShardMsg::Hide { reply, .. } => {
                             self.fail(reply, ErrorCode::Internal, "internal server error")
                         }
                         ShardMsg::MediaChecked { reply, .. } => {
@@ -587,20 +651,26 @@ impl Shard {
     }
 
     pub fn end_session(self: &Rc<Self>, user: u64, conn: ConnRef) {
-        let last = {
+        let (last, device_idle) = {
             let mut sessions = self.sessions.borrow_mut();
             let Some(list) = sessions.get_mut(&user) else {
                 return;
             };
             let before = list.len();
+            let ended = list.iter().find(|s| s.conn == conn).map(|s| s.token_hash);
             list.retain(|s| s.conn != conn);
             self.metrics.sessions.sub((before - list.len()) as i64);
             let last = list.len() < before && list.is_empty();
+            // The device's last connection closed: its last activity.
+            let device_idle = ended.filter(|hash| list.iter().all(|s| s.token_hash != *hash));
             if list.is_empty() {
                 sessions.remove(&user);
             }
-            last
+            (last, device_idle)
         };
+        if let Some(hash) = device_idle {
+            crate::devices::went_idle(self, user, &hash);
+        }
         if last {
             self.ledger.forget(user);
             self.metrics.users_online.dec();
@@ -638,6 +708,20 @@ impl Shard {
             };
             self.dispatch(shard_of_user(user, self.shards), msg);
         }
+    }
+
+    /// The connections logged in with the token whose hash is `token_hash` (one device).
+    pub fn device_conns(&self, user: u64, token_hash: &[u8]) -> Vec<ConnRef> {
+        self.sessions
+            .borrow()
+            .get(&user)
+            .map(|list| {
+                list.iter()
+                    .filter(|s| s.token_hash[..] == *token_hash)
+                    .map(|s| s.conn)
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Whether the user (of this shard) has a logged-in connection.

@@ -19,15 +19,18 @@ pub fn group_of(entry: &pb::Event) -> Option<u64> {
     match entry.kind.as_ref()? {
         event::Kind::Message(m) if m.group_id != 0 => Some(m.group_id),
         event::Kind::GroupChange(c) => Some(c.group_id),
+        event::Kind::MessageChange(c) if c.group_id != 0 => Some(c.group_id),
         _ => None,
     }
 }
 
 fn timestamp_of(entry: &pb::Event) -> u64 {
     match entry.kind.as_ref() {
-        Some(event::Kind::Message(m)) => m.timestamp_us,
+        Some(event::Kind::Message(m) | event::Kind::Sent(m)) => m.timestamp_us,
         Some(event::Kind::GroupChange(c)) => c.timestamp_us,
         Some(event::Kind::Receipt(r)) => r.timestamp_us,
+        Some(event::Kind::Read(r)) => r.timestamp_us,
+        Some(event::Kind::MessageChange(c)) => c.timestamp_us,
         None => 0,
     }
 }
@@ -126,8 +129,14 @@ impl Store {
                 timestamp_us,
                 ..c
             }),
-            event::Kind::Receipt(_) => {
-                return Err(corrupt(CF_GROUP_LOG, "a receipt is not a group log entry"))
+            event::Kind::MessageChange(c) => event::Kind::MessageChange(pb::MessageChange {
+                seq,
+                group_id,
+                timestamp_us,
+                ..c
+            }),
+            event::Kind::Receipt(_) | event::Kind::Sent(_) | event::Kind::Read(_) => {
+                return Err(corrupt(CF_GROUP_LOG, "not a group log entry"))
             }
         };
         let entry = pb::Event {
@@ -263,6 +272,7 @@ impl Store {
                     group_id,
                     seq: entry.seq,
                 }),
+                sent_ref: None,
             };
             batch.put_cf(
                 cf_handle(&db, CF_INBOX),
@@ -281,9 +291,13 @@ impl Store {
         Ok(delivered)
     }
 
-    /// Resolves an inbox value that decoded to an event without a kind: a group reference.
+    /// Resolves an inbox value that decoded to an event without a kind: a group reference
+    /// (or a message the owner sent, see `own`).
     pub(crate) fn resolve_inbox_ref(&self, value: &[u8]) -> Result<pb::Event> {
         let reference: InboxRef = decode(CF_INBOX, value)?;
+        if let Some(sent) = reference.sent_ref {
+            return self.resolve_sent_ref(reference.seq, sent);
+        }
         let Some(GroupRef { group_id, seq }) = reference.group_ref else {
             return Err(corrupt(CF_INBOX, "event without a kind"));
         };

@@ -101,3 +101,24 @@ pub fn asset_grant(asset_id: &[u8; 16], group: bool, id: u64) -> [u8; 25] {
 pub fn push_job(job_id: u64) -> [u8; ID] {
     job_id.to_be_bytes()
 }
+
+/// devices: user_id | device_id
+pub fn device(user_id: u64, device_id: u64) -> [u8; 16] {
+    pair(user_id, device_id)
+}
+
+/// blocks and contacts: owner | the user in the owner's list
+pub fn listed_user(owner: u64, user: u64) -> [u8; 16] {
+    pair(owner, user)
+}
+
+/// hidden: owner | 0 (user) or 1 (group) | peer user id or group id | the message's
+/// timestamp_us
+pub fn hidden(owner: u64, group: bool, conversation: u64, timestamp_us: u64) -> [u8; 25] {
+    let mut k = [0u8; 25];
+    k[..8].copy_from_slice(&owner.to_be_bytes());
+    k[8] = u8::from(group);
+    k[9..17].copy_from_slice(&conversation.to_be_bytes());
+    k[17..].copy_from_slice(&timestamp_us.to_be_bytes());
+    k
+}

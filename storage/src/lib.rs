@@ -9,8 +9,12 @@
 //! go in one `WriteBatch`, so a crash leaves all or none of them.
 
 mod assets;
+mod changes;
+mod devices;
 mod groups;
 pub mod keys;
+mod lists;
+mod own;
 mod presence;
 mod push;
 mod receipts;
@@ -28,10 +32,14 @@ use rocksdb::{
 };
 
 pub use assets::Grantee;
+pub use changes::apply_change;
 pub use groups::group_of;
+pub use lists::{UserList, MAX_LISTED_USERS};
 pub use push::MAX_PUSH_TOKENS;
 pub use receipts::RECEIPT_SCAN_LIMIT;
-pub use records::{AssetRecord, GroupMarks, SendRecord, TokenRecord, UploadRecord, UserRecord};
+pub use records::{
+    AssetRecord, DeviceRecord, GroupMarks, SendRecord, TokenRecord, UploadRecord, UserRecord,
+};
 
 const CF_USERS: &str = "users";
 const CF_USERNAMES: &str = "usernames";
@@ -58,9 +66,13 @@ const CF_ASSET_GRANTS: &str = "asset_grants";
 const CF_PUSH_TOKENS: &str = "push_tokens";
 const CF_PUSH_OUTBOX: &str = "push_outbox";
 const CF_PUSH_TOKEN_OWNERS: &str = "push_token_owners";
+const CF_DEVICES: &str = "devices";
+const CF_BLOCKS: &str = "blocks";
+const CF_CONTACTS: &str = "contacts";
+const CF_HIDDEN: &str = "hidden";
 /// Column families whose values are media bytes: kept in blob files (see `assets`).
 const BLOB_CFS: [&str; 1] = [CF_CONTENT];
-const ALL_CFS: [&str; 25] = [
+const ALL_CFS: [&str; 29] = [
     CF_USERS,
     CF_USERNAMES,
     CF_TOKENS,
@@ -86,6 +98,10 @@ const ALL_CFS: [&str; 25] = [
     CF_PUSH_TOKENS,
     CF_PUSH_OUTBOX,
     CF_PUSH_TOKEN_OWNERS,
+    CF_DEVICES,
+    CF_BLOCKS,
+    CF_CONTACTS,
+    CF_HIDDEN,
 ];
 
 /// Errors from the storage layer.
@@ -102,6 +118,8 @@ pub enum StorageError {
     Closed,
     #[error("sequence for user {0} is exhausted")]
     SeqExhausted(u64),
+    #[error("the list holds the most users allowed")]
+    ListFull,
 }
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
@@ -166,6 +184,9 @@ pub struct Store {
     /// commit must see each other, or both report the same progress (and its receipt).
     staged_read_markers: RefCell<HashMap<[u8; 17], u64>>,
     staged_group_marks: RefCell<HashMap<[u8; 16], GroupMarks>>,
+    /// Messages rewritten by a change (edit, delete, reaction) staged but not yet committed,
+    /// by column family and key: a second change before the commit must build on the first.
+    staged_rewrites: RefCell<changes::Rewrites>,
     /// Cache of each group's last (group seq, timestamp).
     group_heads: RefCell<HashMap<u64, (u64, u64)>>,
     /// Next push job id and the outbox's length.
@@ -275,6 +296,7 @@ impl Store {
             staged_group_sends: RefCell::default(),
             staged_read_markers: RefCell::default(),
             staged_group_marks: RefCell::default(),
+            staged_rewrites: RefCell::default(),
             group_heads: RefCell::default(),
             push_outbox: push::OutboxState::default(),
         })
@@ -582,6 +604,7 @@ impl Store {
         self.staged_group_sends.borrow_mut().clear();
         self.staged_read_markers.borrow_mut().clear();
         self.staged_group_marks.borrow_mut().clear();
+        self.staged_rewrites.borrow_mut().clear();
         if written.is_err() {
             self.heads.borrow_mut().clear();
             self.group_heads.borrow_mut().clear();

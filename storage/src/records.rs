@@ -55,6 +55,40 @@ pub struct InboxRef {
     pub seq: u64,
     #[prost(message, optional, tag = "90")]
     pub group_ref: Option<GroupRef>,
+    /// A 1:1 message the inbox owner sent: its history entry (see `own`).
+    #[prost(message, optional, tag = "91")]
+    pub sent_ref: Option<SentRef>,
+}
+
+/// A 1:1 message by its history key: the conversation's two users and its timestamp.
+#[derive(Clone, Copy, PartialEq, prost::Message)]
+pub struct SentRef {
+    #[prost(uint64, tag = "1")]
+    pub from: u64,
+    #[prost(uint64, tag = "2")]
+    pub to: u64,
+    #[prost(uint64, tag = "3")]
+    pub timestamp_us: u64,
+}
+
+/// Column family `devices`, key user_id | device_id: a device of the user, i.e. a session
+/// token issued by Login (its `device_id` comes from the token's hash).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct DeviceRecord {
+    #[prost(uint64, tag = "1")]
+    pub user_id: u64,
+    #[prost(uint64, tag = "2")]
+    pub device_id: u64,
+    #[prost(string, tag = "3")]
+    pub name: String,
+    /// SHA-256 of the device's session token (the key of its `tokens` record).
+    #[prost(bytes = "vec", tag = "4")]
+    pub token_hash: Vec<u8>,
+    #[prost(uint64, tag = "5")]
+    pub created_us: u64,
+    /// The latest Login/Resume, or close of the device's last connection.
+    #[prost(uint64, tag = "6")]
+    pub last_active_us: u64,
 }
 
 /// A group log entry by its group seq.

@@ -18,6 +18,7 @@ fn msg(from: u64, to: u64, client_msg_id: u64, ts: u64, text: &str) -> pb::Messa
         text: text.into(),
         group_id: 0,
         media: None,
+        ..Default::default()
     }
 }
 

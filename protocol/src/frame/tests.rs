@@ -15,6 +15,7 @@ fn send(request_id: u64, text: &str) -> Envelope {
             to_user_id: 7,
             client_msg_id: 9,
             text: text.into(),
+            ..Default::default()
         }),
     )
 }
@@ -120,6 +121,7 @@ fn arb_body() -> impl Strategy<Value = Body> {
                 to_user_id: to,
                 client_msg_id: id,
                 text,
+                ..Default::default()
             })
         }),
         proptest::option::of(any::<u64>()).prop_map(|after_seq| Body::Sync(pb::Sync { after_seq })),
@@ -136,6 +138,7 @@ fn arb_body() -> impl Strategy<Value = Body> {
                     timestamp_us: ts,
                     text,
                     group_id: 0,
+                    ..Default::default()
                 })),
             })
         ),

@@ -1,6 +1,7 @@
 //! GetMessages: one page of a conversation's history. A 1:1 page runs on the caller's
 //! shard, which holds both directions (received messages are indexed on arrival, sent ones
-//! on ack); a group page runs on the group's shard, for members only.
+//! on ack); a group page runs on the group's shard, for members only. Messages the caller
+//! deleted for themselves are left out.
 
 use std::rc::Rc;
 
@@ -18,12 +19,14 @@ pub fn run(
     limit: usize,
 ) {
     let page = match with {
-        Conversation::User(peer) => shard.store.history(me, peer, before_us, limit),
+        Conversation::User(peer) => shard.store.visible_history(me, peer, before_us, limit),
         Conversation::Group(group_id) => {
             if let Err((code, msg)) = shard.groups.visible_to(shard, group_id, me) {
                 return shard.fail(reply, code, msg);
             }
-            shard.store.group_history(group_id, before_us, limit)
+            shard
+                .store
+                .visible_group_history(group_id, me, before_us, limit)
         }
     };
     match page {

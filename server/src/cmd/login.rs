@@ -1,4 +1,5 @@
-//! Login: verify the password on the user's shard and issue a session token.
+//! Login: verify the password on the user's shard and issue a session token, which is a new
+//! device of the user (see `devices`).
 
 use std::rc::Rc;
 
@@ -6,11 +7,19 @@ use chat_protocol::ErrorCode;
 use chat_storage::TokenRecord;
 
 use crate::auth;
+use crate::clock::Clock;
+use crate::devices;
 use crate::request::Secret;
 use crate::runtime;
 use crate::shard::{Auth, Reply, Shard};
 
-pub fn run(shard: &Rc<Shard>, reply: Reply, username: String, password: Secret<String>) {
+pub fn run(
+    shard: &Rc<Shard>,
+    reply: Reply,
+    username: String,
+    password: Secret<String>,
+    device_name: String,
+) {
     let shard = shard.clone();
     runtime::spawn(async move {
         let user = match shard.store.user_id_by_name(&username) {
@@ -50,7 +59,10 @@ pub fn run(shard: &Rc<Shard>, reply: Reply, username: String, password: Secret<S
                 .next()
                 .max(user.tokens_revoked_us.saturating_add(1)),
         };
-        if let Err(e) = shard.store.put_token(&auth::token_hash(&token), &record) {
+        // A new token is a new device of the user, stored in the same write.
+        let hash = auth::token_hash(&token);
+        let device = devices::new_device(user.user_id, &hash, device_name, Clock::now_us());
+        if let Err(e) = shard.store.create_session(&hash, &record, &device) {
             return failed(&shard, reply, ErrorCode::Internal, &e.to_string());
         }
         super::resume::establish(&shard, reply, user.user_id, token);

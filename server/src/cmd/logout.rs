@@ -14,8 +14,11 @@ pub fn run(shard: &Rc<Shard>, reply: Reply, me: u64) {
     // No session: the connection closed meanwhile, and nobody reads the answer.
     let token_hash = shard.session_token(me, reply.conn);
     shard.end_session(me, reply.conn);
+    // The token and its device go together.
     let revoked = match token_hash {
-        Some(hash) => shard.store.delete_token(&hash),
+        Some(hash) => shard
+            .store
+            .delete_device(me, crate::auth::device_id(&hash), &hash),
         None => Ok(()),
     };
     let body = match revoked {

@@ -1,7 +1,8 @@
-//! LogoutAll: revokes every session token of the caller, on the caller's shard. Tokens are
-//! stored by hash only, so they cannot be listed per user; instead the user record gets a
-//! time, and Resume refuses tokens created at or before it (`cmd::resume`). Login creates
-//! later tokens after it (`cmd::login`). Open connections stay open.
+//! LogoutAll: revokes every session token of the caller, on the caller's shard. The tokens
+//! of the user's devices are deleted with the device records; tokens issued before devices
+//! were recorded cannot be listed per user, so the user record also gets a time, and Resume
+//! refuses tokens created at or before it (`cmd::resume`). Login creates later tokens after
+//! it (`cmd::login`). Open connections stay open.
 
 use std::rc::Rc;
 
@@ -19,7 +20,13 @@ pub fn run(shard: &Rc<Shard>, reply: Reply, me: u64) {
     // The shard's clock is strictly increasing, and Login runs on this shard too: every
     // token created before this point has a smaller time, every later one a larger time.
     user.tokens_revoked_us = user.tokens_revoked_us.max(shard.clock.next());
-    match shard.store.put_user(&user) {
+    // The devices' tokens are deleted too (tokens from before devices were recorded are
+    // revoked by the time alone).
+    match shard
+        .store
+        .put_user(&user)
+        .and_then(|()| shard.store.delete_devices_of(me))
+    {
         Ok(()) => shard.respond(reply, Body::Done(pb::Done {})),
         Err(e) => shard.internal(reply, &e),
     }

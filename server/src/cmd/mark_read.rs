@@ -39,6 +39,10 @@ pub fn run(shard: &Rc<Shard>, reply: Reply, me: u64, with: Conversation, up_to_s
                     if share {
                         receipts::send(shard, peer, me, 0, ReceiptKind::Read, up_to_seq);
                     }
+                    // The caller's other devices learn it from their inbox.
+                    if let Err(e) = receipts::stage_read_event(shard, me, with, up_to_seq) {
+                        return shard.internal(reply, &e);
+                    }
                 }
                 Ok(None) => {}
                 Err(e) => return shard.internal(reply, &e),

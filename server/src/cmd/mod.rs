@@ -7,8 +7,12 @@ use crate::request::Request;
 use crate::shard::{Reply, Shard};
 
 pub mod ack;
+pub mod add_contact;
 pub mod add_members;
+pub mod block;
 pub mod create_group;
+pub mod delete_message;
+pub mod edit_message;
 pub mod fetch_asset;
 pub mod get_group;
 pub mod get_presence;
@@ -16,16 +20,22 @@ pub mod get_receipts;
 pub mod get_user;
 pub mod history;
 pub mod leave_group;
+pub mod list_blocked;
+pub mod list_contacts;
+pub mod list_devices;
 pub mod login;
 pub mod logout;
 pub mod logout_all;
 pub mod lookup;
 pub mod mark_read;
+pub mod react;
 pub mod register;
 pub mod register_push_token;
+pub mod remove_contact;
 pub mod remove_member;
 pub mod rename_group;
 pub mod resume;
+pub mod revoke_device;
 pub mod send;
 pub mod send_group;
 pub mod set_settings;
@@ -33,6 +43,7 @@ pub mod share_media;
 pub mod subscribe_presence;
 pub mod sync;
 pub mod typing;
+pub mod unblock;
 pub mod unregister_push_token;
 pub mod upload_chunk;
 pub mod upload_finish;
@@ -43,7 +54,14 @@ pub fn execute(shard: &Rc<Shard>, reply: Reply, user: Option<u64>, req: Request)
         (Request::Register { username, password }, _) => {
             register::run(shard, reply, username, password)
         }
-        (Request::Login { username, password }, _) => login::run(shard, reply, username, password),
+        (
+            Request::Login {
+                username,
+                password,
+                device_name,
+            },
+            _,
+        ) => login::run(shard, reply, username, password, device_name),
         (Request::Resume { token }, _) => resume::run(shard, reply, token.expose()),
         (Request::Logout, Some(me)) => logout::run(shard, reply, me),
         (Request::LogoutAll, Some(me)) => logout_all::run(shard, reply, me),
@@ -135,6 +153,33 @@ pub fn execute(shard: &Rc<Shard>, reply: Reply, user: Option<u64>, req: Request)
         (Request::UnregisterPushToken { token }, Some(me)) => {
             unregister_push_token::run(shard, reply, me, token)
         }
+        (Request::ListDevices, Some(me)) => list_devices::run(shard, reply, me),
+        (Request::RevokeDevice { device_id }, Some(me)) => {
+            revoke_device::run(shard, reply, me, device_id)
+        }
+        (Request::Block { user_id, checked }, Some(me)) => {
+            block::run(shard, reply, me, user_id, checked)
+        }
+        (Request::Unblock { user_id }, Some(me)) => unblock::run(shard, reply, me, user_id),
+        (Request::ListBlocked, Some(me)) => list_blocked::run(shard, reply, me),
+        (Request::AddContact { user_id, checked }, Some(me)) => {
+            add_contact::run(shard, reply, me, user_id, checked)
+        }
+        (Request::RemoveContact { user_id }, Some(me)) => {
+            remove_contact::run(shard, reply, me, user_id)
+        }
+        (Request::ListContacts, Some(me)) => list_contacts::run(shard, reply, me),
+        (
+            Request::DeleteMessage {
+                target,
+                for_everyone,
+            },
+            Some(me),
+        ) => delete_message::run(shard, reply, me, target, for_everyone),
+        (Request::EditMessage { target, text }, Some(me)) => {
+            edit_message::run(shard, reply, me, target, text)
+        }
+        (Request::React { target, emoji }, Some(me)) => react::run(shard, reply, me, target, emoji),
         // The connection's shard answers Ping and rejects unauthenticated requests before
         // routing, so nothing else reaches here.
         (req, _) => shard.internal(reply, &format!("unroutable request {req:?}")),

@@ -7,6 +7,7 @@ use chat_protocol::ErrorCode;
 
 use super::login::failed;
 use crate::auth;
+use crate::devices;
 use crate::routing::shard_of_user;
 use crate::shard::{Auth, Reply, Shard};
 
@@ -24,6 +25,10 @@ pub fn run(shard: &Rc<Shard>, reply: Reply, token: &[u8]) {
     // LogoutAll revoked every token created up to its time (see `cmd::logout_all`).
     match shard.store.user(claimed) {
         Ok(Some(user)) if record.created_us > user.tokens_revoked_us => {
+            // Resume keeps the device: it is active now.
+            if let Err(e) = devices::resumed(shard, claimed, &hash) {
+                return failed(shard, reply, ErrorCode::Internal, &e.to_string());
+            }
             establish(shard, reply, claimed, token.to_vec())
         }
         Ok(_) => {
@@ -54,11 +59,13 @@ pub fn establish(shard: &Rc<Shard>, reply: Reply, user_id: u64, token: Vec<u8>) 
         Ok(seq) => seq,
         Err(e) => return failed(shard, reply, ErrorCode::Internal, &e.to_string()),
     };
-    shard.begin_session(user_id, reply.conn, auth::token_hash(&token));
+    let hash = auth::token_hash(&token);
+    shard.begin_session(user_id, reply.conn, hash);
     let body = Body::LoggedIn(pb::LoggedIn {
         user_id,
         token: token.into(),
         acked_seq,
+        device_id: auth::device_id(&hash),
     });
     shard.respond_auth(reply, Auth::LoggedIn(user_id), body);
 }

@@ -2,14 +2,17 @@
 //! commit; then pushed to the recipient's live sessions and handed to the sender's shard,
 //! which records it in the sender's history (its own group commit) and acks. When both
 //! users live on one shard, the one history entry serves both and the ack follows the
-//! recipient's commit.
+//! recipient's commit. The sender's inbox gets a "sent" event in the commit that records
+//! the sender's copy, so the sender's other devices see the message too.
 
 use std::rc::Rc;
 
 use chat_protocol::pb::{self, envelope::Body};
 use chat_protocol::ErrorCode;
 
-use crate::request::Send;
+use crate::changes;
+use crate::lists;
+use crate::request::{Conversation, Send};
 use crate::routing::shard_of_user;
 use crate::shard::{AfterCommit, Reply, Shard, ShardMsg};
 
@@ -23,6 +26,29 @@ pub fn run(shard: &Rc<Shard>, reply: Reply, sender: u64, send: Send) {
         Ok(false) => return shard.fail(reply, ErrorCode::UserNotFound, "no such recipient"),
         Err(e) => return shard.internal(reply, &e),
     }
+    // Refused, not dropped: a SendAck says the message is in the recipient's inbox (see
+    // docs/PROTOCOL.md 10.16). A retry of a message stored before is acked whatever
+    // happened since (a block, the deletion of the message it replies to).
+    let blocked = lists::blocked(shard, send.to_user_id, sender);
+    if blocked || send.reply_to_us.is_some() {
+        match shard
+            .store
+            .find_send(send.to_user_id, sender, send.client_msg_id)
+        {
+            Ok(Some(_)) => {}
+            Ok(None) if blocked => {
+                return shard.fail(reply, ErrorCode::Blocked, "the recipient blocked you")
+            }
+            Ok(None) => {
+                let with = Conversation::User(send.to_user_id);
+                let quoted = send.reply_to_us.unwrap_or_default();
+                if let Err((code, msg)) = changes::check_reply(shard, with, sender, quoted) {
+                    return shard.fail(reply, code, msg);
+                }
+            }
+            Err(e) => return shard.internal(reply, &e),
+        }
+    }
     let msg = pb::Message {
         media: send.media.and_then(|a| a.media).map(Box::new),
         from_user_id: sender,
@@ -32,6 +58,8 @@ pub fn run(shard: &Rc<Shard>, reply: Reply, sender: u64, send: Send) {
         timestamp_us: shard.clock.next(),
         text: send.text,
         group_id: 0,
+        reply_to_us: send.reply_to_us.unwrap_or(0),
+        ..Default::default()
     };
     let (appended, stored) = match shard.store.stage_message(&msg) {
         Ok(staged) => staged,
@@ -42,14 +70,29 @@ pub fn run(shard: &Rc<Shard>, reply: Reply, sender: u64, send: Send) {
         crate::push::stage_for_message(shard, &stored);
     }
     // A sender of this shard shares the history entry just staged (history is keyed by
-    // conversation): one copy, one commit, then the ack.
+    // conversation): one copy, one commit, then the ack. The "sent" event for the
+    // sender's devices goes into the same commit.
     let sender_recorded = shard_of_user(sender, shard.shards) == shard.id;
+    let sent_event = if sender_recorded && !appended.duplicate {
+        match shard.store.stage_sent_event(&stored) {
+            Ok(event) => Some(event),
+            Err(e) => return shard.internal(reply, &e),
+        }
+    } else {
+        None
+    };
     shard.after_commit(AfterCommit::StoredForRecipient {
         reply,
         msg: stored,
         duplicate: appended.duplicate,
         sender_recorded,
-    })
+    });
+    if let Some(event) = sent_event {
+        shard.after_commit(AfterCommit::Appended {
+            user: sender,
+            event,
+        });
+    }
 }
 
 /// On the recipient's shard, once the message is durable: push it, then ack (when the
@@ -83,14 +126,38 @@ pub fn durable_for_recipient(
 
 /// Runs on the sender's shard once the recipient's shard has made the message durable.
 pub fn stored(shard: &Rc<Shard>, reply: Reply, msg: pb::Message, duplicate: bool) {
-    // The sender's copy: idempotent, so a retried send rewrites the same entry.
-    match shard.store.stage_sent(&msg) {
-        Ok(()) => shard.after_commit(AfterCommit::RecordedForSender {
-            reply,
-            msg,
-            duplicate,
-        }),
-        Err(e) => shard.internal(reply, &e),
+    // The sender's history copy and the "sent" event for the sender's devices, in one
+    // commit. A retry finds them there, unless the first attempt's commit here failed.
+    let recorded = if duplicate {
+        shard
+            .store
+            .has_history_entry(msg.from_user_id, msg.to_user_id, msg.timestamp_us)
+    } else {
+        Ok(false)
+    };
+    let sent_event = match recorded {
+        Ok(true) => None,
+        Ok(false) => match shard
+            .store
+            .stage_sent(&msg)
+            .and_then(|()| shard.store.stage_sent_event(&msg))
+        {
+            Ok(event) => Some(event),
+            Err(e) => return shard.internal(reply, &e),
+        },
+        Err(e) => return shard.internal(reply, &e),
+    };
+    let sender = msg.from_user_id;
+    shard.after_commit(AfterCommit::RecordedForSender {
+        reply,
+        msg,
+        duplicate,
+    });
+    if let Some(event) = sent_event {
+        shard.after_commit(AfterCommit::Appended {
+            user: sender,
+            event,
+        });
     }
 }
 

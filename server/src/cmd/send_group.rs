@@ -6,7 +6,7 @@ use std::rc::Rc;
 
 use chat_protocol::pb::{self, envelope::Body, event};
 
-use crate::request::SendGroup;
+use crate::request::{Conversation, SendGroup};
 use crate::shard::{AfterCommit, Reply, Shard};
 
 pub fn run(shard: &Rc<Shard>, reply: Reply, sender: u64, send: SendGroup) {
@@ -38,6 +38,12 @@ pub fn run(shard: &Rc<Shard>, reply: Reply, sender: u64, send: SendGroup) {
         Ok(None) => {}
         Err(e) => return shard.internal(reply, &e),
     }
+    if let Some(quoted) = send.reply_to_us {
+        let with = Conversation::Group(send.group_id);
+        if let Err((code, msg)) = crate::changes::check_reply(shard, with, sender, quoted) {
+            return shard.fail(reply, code, msg);
+        }
+    }
     let msg = pb::Message {
         media: send.media.and_then(|a| a.media).map(Box::new),
         from_user_id: sender,
@@ -47,6 +53,8 @@ pub fn run(shard: &Rc<Shard>, reply: Reply, sender: u64, send: SendGroup) {
         timestamp_us: 0,
         text: send.text.clone(),
         group_id: send.group_id,
+        reply_to_us: send.reply_to_us.unwrap_or(0),
+        ..Default::default()
     };
     let staged = shard.store.stage_group_entry(
         send.group_id,

@@ -120,6 +120,14 @@ impl Shard {
             }
             Auth::LoginFailed => entry.login_pending.set(false),
             Auth::LoggedOut => {
+                // Logout already stopped acting for the user; a revoked device stops here.
+                if let Some(user) = entry.user.take() {
+                    let conn = ConnRef {
+                        shard: self.id,
+                        id: conn_id,
+                    };
+                    self.unwatch_all(&entry, conn, user);
+                }
                 entry.out.push(env);
                 entry.out.close();
                 entry.stop.raise();
@@ -253,9 +261,30 @@ impl Shard {
                 | Request::UploadFinish { .. }
                 | Request::RegisterPushToken { .. }
                 | Request::UnregisterPushToken { .. }
-                | Request::LogoutAll,
+                | Request::LogoutAll
+                | Request::ListDevices
+                | Request::RevokeDevice { .. }
+                | Request::Unblock { .. }
+                | Request::ListBlocked
+                | Request::RemoveContact { .. }
+                | Request::ListContacts,
                 Some(me),
             ) => shard_of_user(me, self.shards),
+            // A 1:1 message's change starts where the caller's copy of it is; a group's where
+            // the group's log is.
+            (
+                Request::DeleteMessage { target, .. }
+                | Request::EditMessage { target, .. }
+                | Request::React { target, .. },
+                Some(me),
+            ) => match target.with {
+                Conversation::User(_) => shard_of_user(me, self.shards),
+                Conversation::Group(group_id) => shard_of_group(group_id, self.shards),
+            },
+            // The user's shard says whether they exist, then the caller's keeps the list.
+            (Request::Block { user_id, .. } | Request::AddContact { user_id, .. }, Some(_)) => {
+                shard_of_user(*user_id, self.shards)
+            }
             (Request::Logout, Some(me)) => self.logging_out(entry, reply.conn, me),
             (Request::SubscribePresence { user_ids }, Some(me)) => {
                 entry.watching.borrow_mut().extend(user_ids.iter().copied());

@@ -76,6 +76,7 @@ fn non_utf8_text_is_rejected_and_nothing_is_stored() {
             to_user_id: bob_id,
             client_msg_id: 1,
             text: "abcd".into(),
+            ..Default::default()
         })),
     };
     let mut body = env.encode_to_vec();

@@ -134,6 +134,7 @@ fn deaf_client(
             Body::Login(pb::Login {
                 username: user.to_string(),
                 password: password(user),
+                device_name: String::new(),
             }),
         ),
         (2, Body::Sync(pb::Sync { after_seq: None })),

@@ -4,8 +4,11 @@
 
 mod accounts;
 mod bad_input;
+mod blocking;
+mod changes;
 mod cluster;
 mod crash;
+mod devices;
 mod groups;
 mod limits;
 mod media;

@@ -337,6 +337,7 @@ fn a_media_send_keeps_its_place_among_pipelined_sends() {
                         ..Default::default()
                     })
                 }),
+                reply_to_us: 0,
             });
             alice.start(body).unwrap()
         })

@@ -138,9 +138,10 @@ fn users_on_different_shards_chat_both_ways() {
     assert_eq!(from_a.messages, from_b.messages);
     // Connections land on whichever shard accepted them: many connections of one user
     // across shards all get the push.
+    // (His inbox holds the 20 messages from ann and the 20 he sent her.)
     let extra: Vec<_> = (0..6).map(|_| server.login(&b_name).0).collect();
     for c in &extra {
-        c.sync(Some(20)).unwrap();
+        c.sync(Some(40)).unwrap();
     }
     a.send_message(b_login.user_id, "to every device").unwrap();
     for c in &extra {

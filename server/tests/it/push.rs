@@ -576,6 +576,7 @@ fn send_burst(conn: &Connection, to: u64, texts: &[&str]) -> Vec<pb::SendAck> {
                 client_msg_id: rand::random(),
                 text: text.to_string(),
                 media: None,
+                ..Default::default()
             }))
             .unwrap()
         })

@@ -82,6 +82,7 @@ fn requests_after_logout_do_not_act_for_the_user() {
         client_msg_id: 1,
         text: "after logout".into(),
         media: None,
+        ..Default::default()
     }));
     assert!(matches!(alice.finish(logout), Ok(Body::Done(_))));
     if let Ok(send) = send {
@@ -178,8 +179,9 @@ fn an_outsider_is_refused_every_group_asset_and_history_operation() {
             &image(),
         )
         .unwrap();
-    // Bob's stream: the group's creation, two group messages, the picture, the text.
-    for _ in 0..5 {
+    // Bob's stream: the group's creation, two group messages, the picture, the text, and
+    // his own answer (a sent event).
+    for _ in 0..6 {
         next_event(&bob);
     }
     assert_quiet(&bob);

@@ -86,6 +86,22 @@ fn id_bytes(pool: &[Vec<u8>]) -> BoxedStrategy<Bytes> {
     .boxed()
 }
 
+/// A message named by a conversation (real or made up) and a timestamp (mostly made up),
+/// or no message at all.
+fn message_ref(w: &World) -> BoxedStrategy<Option<pb::MessageRef>> {
+    proptest::option::weighted(
+        0.9,
+        (user_id(w), group_id(w), small_or_any()).prop_map(
+            |(with_user_id, group_id, timestamp_us)| pb::MessageRef {
+                with_user_id,
+                group_id,
+                timestamp_us,
+            },
+        ),
+    )
+    .boxed()
+}
+
 fn small_or_any() -> BoxedStrategy<u64> {
     prop_oneof![4 => 0u64..8, 1 => any::<u64>()].boxed()
 }
@@ -124,8 +140,11 @@ fn request(w: &World) -> BoxedStrategy<Body> {
     prop_oneof![
         (name(&w), password.clone())
             .prop_map(|(username, password)| Body::Register(pb::Register { username, password })),
-        (name(&w), password)
-            .prop_map(|(username, password)| Body::Login(pb::Login { username, password })),
+        (name(&w), password).prop_map(|(username, password)| Body::Login(pb::Login {
+            username,
+            password,
+            device_name: String::new()
+        })),
         vec(any::<u8>(), 0..48).prop_map(|t| Body::Resume(pb::Resume { token: t.into() })),
         name(&w).prop_map(|username| Body::LookupUser(pb::LookupUser { username })),
         user_id(&w).prop_map(|user_id| Body::GetUser(pb::GetUser { user_id })),
@@ -135,6 +154,7 @@ fn request(w: &World) -> BoxedStrategy<Body> {
                 client_msg_id: id,
                 text,
                 media,
+                ..Default::default()
             })
         }),
         proptest::option::of(small_or_any())
@@ -170,6 +190,7 @@ fn request(w: &World) -> BoxedStrategy<Body> {
                     client_msg_id,
                     text,
                     media,
+                    ..Default::default()
                 })
             }
         ),
@@ -256,6 +277,27 @@ fn request(w: &World) -> BoxedStrategy<Body> {
             .prop_map(|token| Body::UnregisterPushToken(pb::UnregisterPushToken { token })),
         Just(Body::Logout(pb::Logout {})),
         Just(Body::LogoutAll(pb::LogoutAll {})),
+        Just(Body::ListDevices(pb::ListDevices {})),
+        small_or_any().prop_map(|device_id| Body::RevokeDevice(pb::RevokeDevice { device_id })),
+        user_id(&w).prop_map(|user_id| Body::Block(pb::Block { user_id })),
+        user_id(&w).prop_map(|user_id| Body::Unblock(pb::Unblock { user_id })),
+        Just(Body::ListBlocked(pb::ListBlocked {})),
+        user_id(&w).prop_map(|user_id| Body::AddContact(pb::AddContact { user_id })),
+        user_id(&w).prop_map(|user_id| Body::RemoveContact(pb::RemoveContact { user_id })),
+        Just(Body::ListContacts(pb::ListContacts {})),
+        (message_ref(&w), any::<bool>()).prop_map(|(message, for_everyone)| {
+            Body::DeleteMessage(pb::DeleteMessage {
+                message,
+                for_everyone,
+            })
+        }),
+        (message_ref(&w), text())
+            .prop_map(|(message, text)| { Body::EditMessage(pb::EditMessage { message, text }) }),
+        (
+            message_ref(&w),
+            prop_oneof![Just("👍".to_string()), Just(String::new()), any::<String>()]
+        )
+            .prop_map(|(message, emoji)| Body::React(pb::React { message, emoji })),
         any::<u64>().prop_map(|nonce| Body::Pong(pb::Pong { nonce })),
         Just(Body::Done(pb::Done {})),
     ]
@@ -312,9 +354,19 @@ fn answers(req: &Body, resp: &Body) -> bool {
             | B::RegisterPushToken(_)
             | B::UnregisterPushToken(_)
             | B::Logout(_)
-            | B::LogoutAll(_),
+            | B::LogoutAll(_)
+            | B::RevokeDevice(_)
+            | B::Block(_)
+            | B::Unblock(_)
+            | B::AddContact(_)
+            | B::RemoveContact(_)
+            | B::DeleteMessage(_)
+            | B::EditMessage(_)
+            | B::React(_),
             B::Done(_),
         )
+        | (B::ListDevices(_), B::Devices(_))
+        | (B::ListBlocked(_) | B::ListContacts(_), B::UserList(_))
         | (B::GetReceipts(_), B::Receipts(_))
         | (B::SetSettings(_), B::Settings(_))
         | (B::SubscribePresence(_) | B::GetPresence(_), B::PresenceSnapshot(_))
@@ -351,6 +403,7 @@ fn run_case(server: &TestServer, token: &mut Vec<u8>, ops: &[Op]) -> Result<(), 
             Op::Login => Some(Body::Login(pb::Login {
                 username: "fuzzer".into(),
                 password: password("fuzzer"),
+                device_name: String::new(),
             })),
             Op::Resume => Some(Body::Resume(pb::Resume {
                 token: token.clone().into(),

@@ -78,6 +78,7 @@ fn a_reconnect_storm_loses_and_duplicates_nothing() {
                         client_msg_id: BEFORE,
                         text: format!("m{BEFORE}"),
                         media: None,
+                        ..Default::default()
                     }))
                     .unwrap();
                 everyone.wait();

@@ -123,6 +123,7 @@ impl TestServer {
             ca: self.ca.clone(),
             username: name.to_string(),
             password: password(name),
+            device_name: String::new(),
         }
     }
 
@@ -130,6 +131,43 @@ impl TestServer {
         let mut conn = Connection::connect(&self.addr, &self.ca).expect("connects over TLS");
         conn.set_timeout(Duration::from_secs(20));
         conn
+    }
+
+    /// Connections each shard has accepted so far, from `/metrics`.
+    pub fn accepted_per_shard(&self) -> Vec<u64> {
+        use std::io::{Read, Write};
+        let addr = self.metrics_addr();
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        write!(stream, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let mut accepted = vec![0; self.shards];
+        for line in response.lines() {
+            let Some(rest) = line.strip_prefix("chatd_connections_accepted_total{shard=\"") else {
+                continue;
+            };
+            let (shard, value) = rest.split_once("\"} ").unwrap();
+            accepted[shard.parse::<usize>().unwrap()] = value.parse::<f64>().unwrap() as u64;
+        }
+        accepted
+    }
+
+    /// A connection that shard `shard` accepted (connections land on whichever shard's
+    /// listener the kernel picks; the others tried on the way are closed).
+    pub fn connect_on_shard(&self, shard: usize) -> Connection {
+        for _ in 0..500 {
+            let before = self.accepted_per_shard();
+            let conn = self.connect();
+            let after = self.accepted_per_shard();
+            let new: Vec<usize> = (0..self.shards).filter(|&i| after[i] > before[i]).collect();
+            if new == [shard] {
+                return conn;
+            }
+        }
+        panic!("no connection landed on shard {shard}");
     }
 
     /// Registers `name` (password "password-<name>") and returns a logged-in connection.
@@ -162,18 +200,22 @@ pub fn password(name: &str) -> String {
     format!("password-{name}")
 }
 
-/// Waits for the next pushed message event.
+/// Waits for the next pushed message event. The user's own `sent` and `read` events (what
+/// their devices did) in between are skipped.
 pub fn next_message(conn: &Connection) -> pb::Message {
-    let event = conn
-        .next_event(Duration::from_secs(20))
-        .expect("connection open")
-        .expect("an event within 20 s");
-    match event.kind {
-        Some(pb::event::Kind::Message(m)) => {
-            assert_eq!(m.seq, event.seq);
-            m
+    loop {
+        let event = conn
+            .next_event(Duration::from_secs(20))
+            .expect("connection open")
+            .expect("an event within 20 s");
+        match event.kind {
+            Some(pb::event::Kind::Message(m)) => {
+                assert_eq!(m.seq, event.seq);
+                return m;
+            }
+            Some(pb::event::Kind::Sent(_) | pb::event::Kind::Read(_)) => {}
+            other => panic!("expected a message event, got {other:?}"),
         }
-        other => panic!("expected a message event, got {other:?}"),
     }
 }
 

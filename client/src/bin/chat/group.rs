@@ -1,6 +1,6 @@
 //! `chat group create|add|remove|leave|rename|show`: manage groups.
 
-use chat_client::{pb, Credentials, Session};
+use chat_client::{pb, Credentials};
 
 use crate::output::Output;
 
@@ -47,7 +47,7 @@ pub enum Command {
 }
 
 pub fn run(creds: Credentials, command: Command, out: Output) -> anyhow::Result<()> {
-    let session = Session::open(creds)?;
+    let session = crate::open(creds)?;
     let conn = session.conn();
     let ids = |names: &[String]| -> anyhow::Result<Vec<u64>> {
         names.iter().map(|n| crate::lookup(conn, n)).collect()

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use chat_client::{Credentials, Session};
+use chat_client::Credentials;
 
 use crate::output::Output;
 
@@ -35,7 +35,7 @@ pub fn run(creds: Credentials, args: Args, out: Output) -> anyhow::Result<()> {
     if let Some(dir) = &args.save_media {
         crate::media::prepare_dir(dir)?;
     }
-    let session = Session::open(creds)?;
+    let session = crate::open(creds)?;
     let mut names = crate::Names::default();
     let page = match (&args.with, args.group) {
         (Some(with), _) => {

@@ -6,7 +6,7 @@
 use std::io::BufRead;
 use std::time::Duration;
 
-use chat_client::{pb, Credentials, Session};
+use chat_client::Credentials;
 use crossbeam_channel::{unbounded, Receiver, TryRecvError};
 
 use crate::output::Output;
@@ -21,7 +21,7 @@ const HELP: &str =
     "commands: /to NAME (pick who you talk to), /history [N], /quit; other lines are sent";
 
 pub fn run(creds: Credentials, out: Output) -> anyhow::Result<()> {
-    let mut session = Session::open(creds)?;
+    let mut session = crate::open(creds)?;
     session.start_stream(None)?;
     out.info(&format!("logged in as {}. {HELP}", session.username()));
     let (tx, rx) = unbounded();
@@ -53,7 +53,7 @@ pub fn run(creds: Credentials, out: Output) -> anyhow::Result<()> {
         .map_err(|_| anyhow::anyhow!("session thread panicked"))?
 }
 
-fn serve(mut session: Session, rx: Receiver<Input>, out: Output) -> anyhow::Result<()> {
+fn serve(mut session: crate::Device, rx: Receiver<Input>, out: Output) -> anyhow::Result<()> {
     let mut names = crate::Names::default();
     names.insert(session.user_id(), session.username());
     let mut peer: Option<(u64, String)> = None;
@@ -78,23 +78,12 @@ fn serve(mut session: Session, rx: Receiver<Input>, out: Output) -> anyhow::Resu
             }),
             Input::Say(text) => match &peer {
                 None => no_peer(),
-                Some((id, who)) => session
+                // Our own line comes back as a `sent` event (on every device of ours), with
+                // the server's timestamp, once it is durable.
+                Some((id, _)) => session
                     .conn()
                     .send_message(*id, &text)
-                    .map(|ack| {
-                        // Echo our own line with the server's timestamp once it is durable.
-                        let m = pb::Message {
-                            media: None,
-                            from_user_id: session.user_id(),
-                            to_user_id: *id,
-                            client_msg_id: ack.client_msg_id,
-                            seq: ack.seq,
-                            timestamp_us: ack.timestamp_us,
-                            text,
-                            group_id: 0,
-                        };
-                        out.message(session.username(), who, &m);
-                    })
+                    .map(drop)
                     .map_err(Into::into),
             },
             Input::History(n) => match &peer {

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use chat_client::{pb, Credentials, Session};
+use chat_client::{pb, Credentials};
 
 use crate::output::Output;
 
@@ -32,7 +32,7 @@ pub fn run(creds: Credentials, args: Args, out: Output) -> anyhow::Result<()> {
     if let Some(dir) = &args.save_media {
         crate::media::prepare_dir(dir)?;
     }
-    let mut session = Session::open(creds)?;
+    let mut session = crate::open(creds)?;
     session.start_stream(args.from_seq)?;
     let mut printed = 0;
     let mut last_message = Instant::now();

@@ -7,13 +7,16 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use chat_client::{ClientError, Credentials};
+use chat_client::{ClientError, Credentials, Session};
 use clap::{Parser, Subcommand};
 
+mod changes;
+mod devices;
 mod group;
 mod history;
 mod interactive;
 mod listen;
+mod lists;
 mod media;
 mod output;
 mod presence;
@@ -45,6 +48,14 @@ struct Cli {
     /// Your password
     #[arg(long, global = true, env = "CHAT_PASSWORD", hide_env_values = true)]
     password: Option<String>,
+    /// How this run is listed among your devices while it is logged in
+    #[arg(
+        long,
+        global = true,
+        default_value = "chat (terminal)",
+        value_name = "NAME"
+    )]
+    device: String,
     /// Print one JSON object per line instead of text
     #[arg(long, global = true)]
     json: bool,
@@ -67,6 +78,22 @@ enum Command {
     /// Create and manage groups
     #[command(subcommand)]
     Group(group::Command),
+    /// Delete a message (ID as `history` shows it): for everyone, or only for you
+    Delete(changes::DeleteArgs),
+    /// Replace the text of a message you sent
+    Edit(changes::EditArgs),
+    /// React to a message with an emoji (or remove your reaction with --remove)
+    React(changes::ReactArgs),
+    /// List the devices logged in as you, or log one out (`devices revoke ID`)
+    Devices(devices::Args),
+    /// Block a user: their messages are refused, and they no longer see your presence
+    Block { name: String },
+    /// Unblock a user
+    Unblock { name: String },
+    /// List the users you blocked
+    Blocked,
+    /// List your contacts, or add and remove them (`contacts add NAME`)
+    Contacts(lists::ContactsArgs),
 }
 
 fn main() -> ExitCode {
@@ -100,6 +127,7 @@ fn run(cli: Cli, out: output::Output) -> anyhow::Result<()> {
         password: cli
             .password
             .ok_or_else(|| anyhow::anyhow!("--password or CHAT_PASSWORD is required"))?,
+        device_name: cli.device,
     };
     match cli.command {
         Some(Command::Register) => register::run(&creds, out),
@@ -108,7 +136,47 @@ fn run(cli: Cli, out: output::Output) -> anyhow::Result<()> {
         Some(Command::Listen(args)) => listen::run(creds, args, out),
         Some(Command::Group(command)) => group::run(creds, command, out),
         Some(Command::Presence(args)) => presence::run(creds, args, out),
+        Some(Command::Devices(args)) => devices::run(creds, args, out),
+        Some(Command::Delete(args)) => changes::delete(creds, args, out),
+        Some(Command::Edit(args)) => changes::edit(creds, args, out),
+        Some(Command::React(args)) => changes::react(creds, args, out),
+        Some(Command::Block { name }) => lists::block(creds, &name, true, out),
+        Some(Command::Unblock { name }) => lists::block(creds, &name, false, out),
+        Some(Command::Blocked) => lists::blocked(creds, out),
+        Some(Command::Contacts(args)) => lists::contacts(creds, args, out),
         None => interactive::run(creds, out),
+    }
+}
+
+/// The logged-in session of one run of `chat`. `chat` keeps no token between runs, so the
+/// device it logged in as is logged out again when the run ends: it would otherwise stay
+/// among the user's devices (`chat devices`) for good.
+#[derive(Debug)]
+pub struct Device(Session);
+
+/// Logs in as a new device named `--device`.
+pub fn open(creds: Credentials) -> anyhow::Result<Device> {
+    Ok(Device(Session::open(creds)?))
+}
+
+impl std::ops::Deref for Device {
+    type Target = Session;
+    fn deref(&self) -> &Session {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Device {
+    fn deref_mut(&mut self) -> &mut Session {
+        &mut self.0
+    }
+}
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        // Best effort: a server that is gone has nothing to revoke from us anyway.
+        let _ = self.0.flush_ack();
+        let _ = self.0.conn().logout();
     }
 }
 
@@ -225,6 +293,29 @@ fn show_event<'a>(
         Some(Kind::Receipt(r)) => {
             let (by, conversation) = names.of_receipt(conn, r);
             out.receipt(r, &by, &conversation);
+        }
+        Some(Kind::Sent(m)) => {
+            let (from, to) = names.of_message(conn, m);
+            out.sent_elsewhere(&from, &to, m);
+        }
+        Some(Kind::Read(r)) => {
+            let conversation = if r.group_id != 0 {
+                names.group(conn, r.group_id)
+            } else {
+                names.get(conn, r.with_user_id)
+            };
+            out.read_marker(r, &conversation);
+        }
+        Some(Kind::MessageChange(c)) => {
+            let actor = names.get(conn, c.actor_user_id);
+            let conversation = if c.group_id != 0 {
+                names.group(conn, c.group_id)
+            } else {
+                let from = names.get(conn, c.from_user_id);
+                let to = names.get(conn, c.to_user_id);
+                format!("{from} -> {to}")
+            };
+            out.message_change(c, &actor, &conversation);
         }
         None => {}
     }

@@ -1,6 +1,6 @@
 //! `chat presence NAME...`: who is online, and when the others were last seen.
 
-use chat_client::{Credentials, Session};
+use chat_client::Credentials;
 
 use crate::output::Output;
 
@@ -12,7 +12,7 @@ pub struct Args {
 }
 
 pub fn run(creds: Credentials, args: Args, out: Output) -> anyhow::Result<()> {
-    let session = Session::open(creds)?;
+    let session = crate::open(creds)?;
     let ids = args
         .names
         .iter()

@@ -3,7 +3,8 @@
 
 use std::path::PathBuf;
 
-use chat_client::{Credentials, Session};
+use chat_client::pb::{self, envelope::Body};
+use chat_client::Credentials;
 
 use crate::output::Output;
 
@@ -30,6 +31,9 @@ pub struct Args {
     /// Length of a voice note sent with --file, in milliseconds
     #[arg(long, value_name = "N", requires = "file")]
     voice_ms: Option<u32>,
+    /// Reply to this message of the conversation (its id, as `history` shows it)
+    #[arg(long, value_name = "ID")]
+    reply_to: Option<u64>,
     /// The message, or the file's caption (words are joined with spaces)
     #[arg(required_unless_present = "file", num_args = 1..)]
     text: Vec<String>,
@@ -45,7 +49,7 @@ pub fn run(creds: Credentials, args: Args, out: Output) -> anyhow::Result<()> {
         )),
         None => None,
     };
-    let session = Session::open(creds)?;
+    let session = crate::open(creds)?;
     let conn = session.conn();
     // Who it goes to first, so an unknown name fails before an upload.
     let target = match (args.to, args.group) {
@@ -60,25 +64,42 @@ pub fn run(creds: Credentials, args: Args, out: Output) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    match target {
-        Target::User(to, name) => {
-            let ack = match &media {
-                Some(m) => conn.send_media(to, m, &text)?,
-                None => conn.send_message(to, &text)?,
-            };
-            out.sent(&name, &ack, media.as_ref());
-        }
-        Target::Group(group) => {
-            let ack = match &media {
-                Some(m) => conn.send_group_media(group, m, &text)?,
-                None => {
-                    let id = rand::random::<u64>().max(1);
-                    conn.send_group_message(group, id, &text)?
-                }
-            };
+    let attachment = media.as_ref().map(|m| {
+        Box::new(pb::Media {
+            asset_id: m.asset_id.clone(),
+            thumbnail: m.thumbnail.clone(),
+            ..Default::default()
+        })
+    });
+    let client_msg_id = rand::random::<u64>().max(1);
+    let reply_to_us = args.reply_to.unwrap_or(0);
+    let (body, name) = match target {
+        Target::User(to_user_id, name) => (
+            Body::SendMessage(pb::SendMessage {
+                to_user_id,
+                client_msg_id,
+                text,
+                media: attachment,
+                reply_to_us,
+            }),
+            name,
+        ),
+        Target::Group(group_id) => {
             let mut names = crate::Names::default();
-            out.sent(&names.group(conn, group), &ack, media.as_ref());
+            let name = names.group(conn, group_id);
+            let body = Body::SendGroupMessage(pb::SendGroupMessage {
+                group_id,
+                client_msg_id,
+                text,
+                media: attachment,
+                reply_to_us,
+            });
+            (body, name)
         }
+    };
+    match conn.request(body)? {
+        Body::SendAck(ack) => out.sent(&name, &ack, media.as_ref()),
+        other => anyhow::bail!("unexpected answer {other:?}"),
     }
     Ok(())
 }

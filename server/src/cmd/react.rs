@@ -1,0 +1,12 @@
+//! React: sets, replaces or (empty emoji) removes the caller's reaction to a message. On the
+//! caller's shard (1:1) or the group's (see `changes`).
+
+use std::rc::Rc;
+
+use crate::changes::{self, Op};
+use crate::request::MessageTarget;
+use crate::shard::{Reply, Shard};
+
+pub fn run(shard: &Rc<Shard>, reply: Reply, me: u64, target: MessageTarget, emoji: String) {
+    changes::request(shard, reply, me, target, Op::React(emoji));
+}
