@@ -62,6 +62,84 @@ pub struct Config {
     pub media: MediaConfig,
     /// Notifications for offline users through a push gateway (`[push]`).
     pub push: PushConfig,
+    /// Membership in a cluster of nodes over NATS JetStream (`[cluster]`); off by default.
+    pub cluster: ClusterConfig,
+}
+
+/// `[cluster]`: this node's membership in a cluster (docs/OPERATIONS.md, "Cluster").
+/// Without `nats_urls` the server is a single node and runs no NATS code.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// NATS servers with JetStream (`nats://host:port`); the client uses whichever
+    /// answers and fails over between them. Empty = a single node.
+    pub nats_urls: Vec<String>,
+    /// This node's name, unique in the cluster: letters, digits, `-` and `_`.
+    pub node: String,
+    /// Prefix of the JetStream KV buckets (`<name>_nodes`, `<name>_slots`): clusters that
+    /// share a NATS deployment need different names.
+    pub name: String,
+    /// Hash slots of the cluster; fixed by the first node that creates the cluster.
+    pub slots: u32,
+    /// A node that has not refreshed its lease for about this long, while the others
+    /// could, loses it and its slots; leases are refreshed 6 times per period.
+    pub lease_ttl_ms: u64,
+    /// Replicas of the buckets when this node creates them; 0 = 3 if the NATS server is
+    /// part of a cluster, else 1.
+    pub replicas: usize,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            nats_urls: Vec::new(),
+            node: String::new(),
+            name: "chatd".into(),
+            slots: 1024,
+            lease_ttl_ms: 3000,
+            replicas: 0,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// Whether this node is part of a cluster.
+    pub fn enabled(&self) -> bool {
+        !self.nats_urls.is_empty()
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        let name_ok = |n: &str| {
+            (1..=64).contains(&n.len())
+                && n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        anyhow::ensure!(
+            name_ok(&self.name),
+            "cluster.name must be 1 to 64 letters, digits, '-' or '_'"
+        );
+        anyhow::ensure!(
+            (1..=65_536).contains(&self.slots),
+            "cluster.slots must be between 1 and 65536"
+        );
+        anyhow::ensure!(
+            (600..=600_000).contains(&self.lease_ttl_ms),
+            "cluster.lease_ttl_ms must be between 600 and 600000 (10 min)"
+        );
+        anyhow::ensure!(
+            self.replicas <= 5,
+            "cluster.replicas must be between 0 (auto) and 5"
+        );
+        if self.enabled() {
+            anyhow::ensure!(
+                name_ok(&self.node),
+                "cluster.node (--node) must be set with cluster.nats_urls (--nats): \
+                 1 to 64 letters, digits, '-' or '_', unique in the cluster"
+            );
+            crate::cluster::parse_urls(&self.nats_urls)?;
+        }
+        Ok(())
+    }
 }
 
 /// `[media]`: what may be uploaded.
@@ -211,6 +289,7 @@ impl Default for Config {
             edit_window_s: 15 * 60,
             media: MediaConfig::default(),
             push: PushConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -320,6 +399,7 @@ impl Config {
             "media.allowed_mime_types must be lowercase type/subtype strings"
         );
         self.push.validate()?;
+        self.cluster.validate()?;
         Ok(())
     }
 }
@@ -357,5 +437,29 @@ mod tests {
             ..Config::default()
         };
         assert!(cfg.validate().is_err());
+    }
+
+    #[test]
+    fn a_cluster_needs_a_node_name_and_valid_urls() {
+        let cfg: Config =
+            toml::from_str("[cluster]\nnats_urls = [\"nats://127.0.0.1:4222\"]").unwrap();
+        assert!(cfg.cluster.enabled());
+        assert_eq!(cfg.cluster.slots, 1024);
+        assert!(cfg.validate().unwrap_err().to_string().contains("--node"));
+        let cfg: Config = toml::from_str(
+            "[cluster]\nnats_urls = [\"nats://127.0.0.1:4222\", \"h2:4222\"]\nnode = \"n-1\"",
+        )
+        .unwrap();
+        assert!(cfg.validate().is_ok());
+        let mut bad = cfg.clone();
+        bad.cluster.node = "a.b".into();
+        assert!(bad.validate().is_err());
+        let mut bad = cfg.clone();
+        bad.cluster.nats_urls = vec!["nats://[::1".into()];
+        assert!(bad.validate().is_err());
+        let mut bad = cfg;
+        bad.cluster.lease_ttl_ms = 10;
+        assert!(bad.validate().is_err());
+        assert!(!Config::default().cluster.enabled());
     }
 }

@@ -8,6 +8,7 @@
 pub mod auth;
 mod changes;
 pub mod clock;
+pub mod cluster;
 mod cmd;
 pub mod config;
 mod conn;

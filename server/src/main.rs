@@ -47,6 +47,13 @@ struct Args {
     /// Busy-poll this many microseconds before a shard's thread sleeps [default: 0]
     #[arg(long, value_name = "US")]
     spin_us: Option<u64>,
+    /// Join a cluster over these NATS servers (comma-separated `nats://host:port`);
+    /// without it chatd is a single node [config: cluster.nats_urls]
+    #[arg(long, value_name = "URLS", value_delimiter = ',')]
+    nats: Option<Vec<String>>,
+    /// This node's name in the cluster, unique among its nodes [config: cluster.node]
+    #[arg(long, value_name = "NAME")]
+    node: Option<String>,
     /// Log filter, e.g. `info` or `chat_server=debug` [env: RUST_LOG; default: info]
     #[arg(long, value_name = "FILTER")]
     log: Option<String>,
@@ -143,12 +150,25 @@ fn run(args: Args) -> anyhow::Result<()> {
     if let Some(v) = args.spin_us {
         config.spin_before_park_us = v;
     }
+    if let Some(v) = args.nats {
+        config.cluster.nats_urls = v.into_iter().filter(|u| !u.trim().is_empty()).collect();
+    }
+    if let Some(v) = args.node {
+        config.cluster.node = v;
+    }
     config.validate()?;
     if args.check_config {
         println!("configuration is valid:\n{config:#?}");
         return Ok(());
     }
 
+    let cluster = config.cluster.enabled().then(|| {
+        format!(
+            "cluster node {:?} over NATS {} (ready on /health once it holds its lease)",
+            config.cluster.node,
+            config.cluster.nats_urls.join(",")
+        )
+    });
     let server = chat_server::start(config)?;
     if let Some(ca) = server.ca_path() {
         println!(
@@ -161,6 +181,9 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
     if let Some(addr) = server.metrics_addr() {
         println!("metrics on http://{addr}/metrics, health on http://{addr}/health");
+    }
+    if let Some(line) = cluster {
+        println!("{line}");
     }
     let stop = server.stop_flag();
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;

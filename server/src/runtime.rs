@@ -77,6 +77,8 @@ pub struct ServerHandle {
     shards: Vec<ExecutorJoinHandle<()>>,
     /// The metrics and health endpoint, unless `metrics_listen` is off.
     metrics: Option<MetricsServer>,
+    /// The cluster thread, when `[cluster]` is on.
+    cluster: Option<crate::cluster::ClusterHandle>,
 }
 
 impl std::fmt::Debug for ServerHandle {
@@ -104,6 +106,11 @@ impl ServerHandle {
         self.ca.as_deref()
     }
 
+    /// This node's view of the cluster's slot map; `None` for a single node.
+    pub fn cluster_view(&self) -> Option<&crate::cluster::ClusterView> {
+        self.cluster.as_ref().map(|c| c.view())
+    }
+
     /// A flag that stops the server when set (for signal handlers).
     pub fn stop_flag(&self) -> Arc<AtomicBool> {
         self.stop.clone()
@@ -119,6 +126,9 @@ impl ServerHandle {
     pub fn wait(self) {
         for shard in self.shards {
             let _ = shard.join();
+        }
+        if let Some(cluster) = self.cluster {
+            cluster.stop();
         }
         if let Some(metrics) = self.metrics {
             metrics.stop();
@@ -257,7 +267,19 @@ pub fn start(config: Config) -> anyhow::Result<ServerHandle> {
         stop,
         shards: handles,
         metrics: None,
+        cluster: None,
     };
+    if config.cluster.enabled() {
+        let cluster = Arc::new(crate::cluster::ClusterMetrics::new());
+        metrics.set_cluster(cluster.clone());
+        match crate::cluster::ClusterHandle::start(&config.cluster, addr, cluster) {
+            Ok(handle) => server.cluster = Some(handle),
+            Err(e) => {
+                server.shutdown();
+                return Err(e);
+            }
+        }
+    }
     // Bound before the shards are ready: /health answers 503 until they are.
     if let Some(listen) = config.metrics_listen {
         match MetricsServer::start(listen, metrics) {

@@ -20,10 +20,12 @@ use std::cell::{OnceCell, RefCell};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use chat_protocol::{Body, Envelope};
 
+use crate::cluster::ClusterMetrics;
 use crate::push::PushCounters;
 
 /// A monotonically increasing count.
@@ -59,6 +61,10 @@ impl Gauge {
 
     pub fn sub(&self, n: i64) {
         self.0.fetch_sub(n, Relaxed);
+    }
+
+    pub fn set(&self, n: i64) {
+        self.0.store(n, Relaxed);
     }
 
     pub fn get(&self) -> i64 {
@@ -320,6 +326,8 @@ pub const HEALTH_STALE_AFTER: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub struct Metrics {
     shards: Vec<Arc<ShardMetrics>>,
+    /// The node's cluster metrics, when it is part of a cluster.
+    cluster: OnceLock<Arc<ClusterMetrics>>,
 }
 
 impl Metrics {
@@ -329,7 +337,13 @@ impl Metrics {
             shards: (0..shards)
                 .map(|id| Arc::new(ShardMetrics::new(id, epoch)))
                 .collect(),
+            cluster: OnceLock::new(),
         }
+    }
+
+    /// Exports `cluster` too, and makes `/health` wait for the node to be ready in it.
+    pub fn set_cluster(&self, cluster: Arc<ClusterMetrics>) {
+        let _ = self.cluster.set(cluster);
     }
 
     /// The metrics shard `id` writes.
@@ -355,6 +369,9 @@ impl Metrics {
                 None => problems.push(format!("shard {} never ticked", shard.shard)),
             }
         }
+        if let Some(Err(why)) = self.cluster.get().map(|c| c.health()) {
+            problems.push(why);
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -364,7 +381,11 @@ impl Metrics {
 
     /// Every metric in the Prometheus text exposition format, version 0.0.4.
     pub fn render(&self) -> String {
-        render::render(&self.shards)
+        let mut text = render::render(&self.shards);
+        if let Some(cluster) = self.cluster.get() {
+            cluster.render(&mut text);
+        }
+        text
     }
 }
 

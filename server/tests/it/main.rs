@@ -6,6 +6,7 @@ mod accounts;
 mod bad_input;
 mod blocking;
 mod changes;
+mod cluster;
 mod crash;
 mod devices;
 mod groups;
