@@ -136,6 +136,17 @@ impl Store {
         })
     }
 
+    /// On a member shard: this shard's copy of a group's message at group seq `seq`, as it
+    /// is now (`None` when the entry there is not a message).
+    pub fn group_copy_message(&self, group_id: u64, seq: u64) -> Result<Option<pb::Message>> {
+        let key = keys::group_entry(group_id, seq);
+        let entry = self.rewritten::<pb::Event>(CF_GROUP_COPIES, &key)?;
+        Ok(match entry.and_then(|e| e.kind) {
+            Some(event::Kind::Message(m)) => Some(m),
+            _ => None,
+        })
+    }
+
     /// Stages a group message's log entry as changed (it must exist).
     pub fn stage_group_message(&self, m: &pb::Message) -> Result<()> {
         let key = keys::group_log(m.group_id, m.timestamp_us);

@@ -14,6 +14,7 @@ use std::io;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use chat_protocol::pb;
 use chat_storage::StorageError;
 
 use super::http::{self, Endpoint, Response};
@@ -31,14 +32,19 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// come): it looks again after this.
 const RECHECK: Duration = Duration::from_millis(250);
 
-/// What the dispatcher keeps of a job: enough to group it and to see whether it was read.
+/// What the dispatcher keeps of a job: enough to group it, to see whether it was read and
+/// to find its message as it is now (deleted for everyone, edited).
 #[derive(Debug, Clone, Copy)]
 struct JobRef {
     id: u64,
     group: bool,
     conversation: u64,
     seq: u64,
+    timestamp_us: u64,
 }
+
+/// The newest job of a user that is still to be announced, with its message as it is now.
+type Newest = (u64, pb::Message);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -188,6 +194,7 @@ impl Dispatcher {
                         group: job.group,
                         conversation: job.conversation,
                         seq: job.seq,
+                        timestamp_us: job.timestamp_us,
                     };
                     match users.entry(job.user) {
                         Entry::Occupied(mut e) => e.get_mut().jobs.push(job_ref),
@@ -233,9 +240,28 @@ impl Dispatcher {
             bump(&counters.skipped, read.len() as u64);
             self.forget(user, &read);
         }
-        let unread: Vec<u64> = all
-            .into_iter()
-            .filter(|id| read.binary_search(id).is_err())
+        let unread: Vec<JobRef> = jobs
+            .iter()
+            .filter(|j| read.binary_search(&j.id).is_err())
+            .copied()
+            .collect();
+        // Messages their sender deleted for everyone are not announced; the newest left
+        // gives the preview as it is now (edited).
+        let (deleted, newest) = match self.deleted_jobs(user, &unread) {
+            Ok(found) => found,
+            Err(e) => {
+                let ids = unread.iter().map(|j| j.id).collect();
+                return self.finish_attempt(user, ids, Err(storage_io(&e)));
+            }
+        };
+        if !deleted.is_empty() {
+            bump(&counters.skipped, deleted.len() as u64);
+            self.forget(user, &deleted);
+        }
+        let unread: Vec<u64> = unread
+            .iter()
+            .map(|j| j.id)
+            .filter(|id| deleted.binary_search(id).is_err())
             .collect();
         let Some(&latest_id) = unread.last() else {
             return self.settle(user, &[]);
@@ -248,7 +274,7 @@ impl Dispatcher {
             Ok(d) => d,
             Err(e) => return self.finish_attempt(user, unread, Err(storage_io(&e))),
         };
-        let latest = match shard.store.push_job(latest_id) {
+        let mut latest = match shard.store.push_job(latest_id) {
             Ok(Some(job)) => job,
             Ok(None) => {
                 tracing::error!(shard = shard.id, "push job {latest_id} vanished");
@@ -256,6 +282,13 @@ impl Dispatcher {
             }
             Err(e) => return self.finish_attempt(user, unread, Err(storage_io(&e))),
         };
+        // The preview was cut when the message was stored; show its text now instead (an
+        // edit). Previews the user turned off stay off.
+        if let (Some(preview), Some((id, m))) = (latest.preview.as_mut(), &newest) {
+            if *id == latest_id {
+                *preview = super::preview(&m.text).to_string();
+            }
+        }
         let body = match gateway::notification(&latest, unread.len() as u64, &devices) {
             Ok(body) => body,
             Err(e) => {
@@ -297,6 +330,33 @@ impl Dispatcher {
             }
         }
         Ok(read)
+    }
+
+    /// Of `jobs` (in id order), the ids of those whose message was deleted for everyone, and
+    /// the newest other job with its message as it is now (if stored). 1:1: the history
+    /// entry on this shard (the recipient's); group: this shard's copy of the group entry.
+    fn deleted_jobs(
+        &self,
+        user: u64,
+        jobs: &[JobRef],
+    ) -> Result<(Vec<u64>, Option<Newest>), StorageError> {
+        let store = &self.shard.store;
+        let mut deleted = Vec::new();
+        let mut newest = None;
+        for job in jobs {
+            let now = if job.group {
+                store.group_copy_message(job.conversation, job.seq)?
+            } else {
+                store.history_message(user, job.conversation, job.timestamp_us)?
+            };
+            match now {
+                Some(m) if m.deleted => deleted.push(job.id),
+                Some(m) => newest = Some((job.id, m)),
+                // Not found (not expected): announced as staged.
+                None => newest = None,
+            }
+        }
+        Ok((deleted, newest))
     }
 
     /// Handles the outcome of a request for the jobs `ids`: deletes them when delivered,

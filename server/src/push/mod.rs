@@ -46,8 +46,8 @@ pub struct PushCounters {
     pub dropped_queue_full: Counter,
     /// Jobs dropped after `push.max_attempts` failed requests.
     pub dropped_failed: Counter,
-    /// Jobs dropped without a request: read on another session, the user came online, or
-    /// no token left.
+    /// Jobs dropped without a request: read on another session, deleted for everyone by
+    /// their sender, the user came online, or no token left.
     pub skipped: Counter,
     /// Tokens removed because the gateway rejected them.
     pub tokens_removed: Counter,

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use chat_client::{pb, Connection};
+use chat_client::{pb, Chat, Connection};
 use chat_server::Config;
 use serde_json::{json, Value};
 
@@ -274,6 +274,12 @@ fn push_config_one_slot(config: &mut Config) {
 fn push_config_patient(config: &mut Config) {
     push_config(config);
     config.push.max_attempts = 100;
+}
+
+/// A window long enough to change messages within it.
+fn push_config_slow(config: &mut Config) {
+    push_config(config);
+    config.push.coalesce_ms = 3000;
 }
 
 fn push_config_tiny_queue(config: &mut Config) {
@@ -563,6 +569,64 @@ fn push_is_not_sent_for_a_message_read_on_another_session() {
         (Some(1), Some(second.seq))
     );
     assert_eq!(n["preview"], "unread");
+}
+
+#[test]
+fn push_leaves_out_messages_deleted_for_everyone_and_previews_the_edited_text() {
+    let gateway = Gateway::start(Vec::new());
+    let server = start(&gateway, push_config_slow);
+    let (alice, alice_login) = server.user("alice");
+    let bob = offline_user(&server, "bob", &["bob-phone"], &alice);
+
+    // Within one coalescing window: two messages, the newest deleted for everyone, the
+    // other edited.
+    let acks = send_burst(&alice, bob, &["lunch at noon?", "a secret"]);
+    alice
+        .delete_message(Chat::User(bob), acks[1].timestamp_us, true)
+        .unwrap();
+    alice
+        .edit_message(Chat::User(bob), acks[0].timestamp_us, "lunch at 12:30?")
+        .unwrap();
+    let got = gateway.for_user(bob, 1);
+    assert_eq!(got.len(), 1, "{got:#?}");
+    let n = got[0].notification();
+    assert_eq!(
+        (n["count"].as_u64(), n["seq"].as_u64()),
+        (Some(1), Some(acks[0].seq)),
+        "only the message still there: {n}"
+    );
+    assert_eq!(n["preview"], "lunch at 12:30?");
+    assert!(!got[0].json.to_string().contains("secret"), "{n}");
+
+    // A group message deleted for everyone is left out as well; a notification whose
+    // messages were all deleted is not sent.
+    let group = alice.create_group("lunch", &[bob]).unwrap();
+    let ack = alice
+        .send_group_message(group.group_id, 1, "group secret")
+        .unwrap();
+    alice
+        .delete_message(Chat::Group(group.group_id), ack.timestamp_us, true)
+        .unwrap();
+    let ack = alice.send_message(bob, "a secret too").unwrap();
+    alice
+        .delete_message(Chat::User(bob), ack.timestamp_us, true)
+        .unwrap();
+    let last = alice.send_message(bob, "see you").unwrap();
+    let got = gateway.for_user(bob, 2);
+    assert_eq!(got.len(), 2, "{got:#?}");
+    let n = got[1].notification();
+    assert_eq!(
+        (
+            n["count"].as_u64(),
+            n["seq"].as_u64(),
+            n["conversation"]["type"].as_str()
+        ),
+        (Some(1), Some(last.seq), Some("user")),
+        "{n}"
+    );
+    assert_eq!(n["preview"], "see you");
+    assert_eq!(n["sender_id"], alice_login.user_id.to_string());
+    assert!(!got[1].json.to_string().contains("secret"), "{n}");
 }
 
 /// Sends `texts` to `to` pipelined (so they are all stored within one coalescing window);
