@@ -2,7 +2,7 @@
 //! is named by its conversation (`--with NAME` or `--group ID`) and its id, the number
 //! `history` shows as `id N` (its server timestamp).
 
-use chat_client::{Chat, Credentials};
+use chat_client::{Chat, Connection, Credentials};
 
 use crate::output::Output;
 
@@ -68,39 +68,78 @@ pub struct ReactArgs {
     remove: bool,
 }
 
-pub fn delete(creds: Credentials, args: DeleteArgs, out: Output) -> anyhow::Result<()> {
+/// A change to a message after sending, as the subcommands and interactive mode name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// For everyone (its sender, within the server's window) or only for you.
+    Delete { for_everyone: bool },
+    /// The new text.
+    Edit(String),
+    /// The emoji; empty removes your reaction.
+    React(String),
+}
+
+/// Makes `change` to the message `id` of `chat` and says so.
+pub fn apply(
+    conn: &Connection,
+    chat: Chat,
+    id: u64,
+    change: &Change,
+    out: Output,
+) -> anyhow::Result<()> {
+    match change {
+        Change::Delete { for_everyone } => {
+            conn.delete_message(chat, id, *for_everyone)?;
+            let whom = if *for_everyone {
+                "for everyone"
+            } else {
+                "for you"
+            };
+            out.info(&format!("deleted message {id} {whom}"));
+        }
+        Change::Edit(text) => {
+            conn.edit_message(chat, id, text)?;
+            out.info(&format!("edited message {id}"));
+        }
+        Change::React(emoji) => {
+            conn.react(chat, id, emoji)?;
+            if emoji.is_empty() {
+                out.info(&format!("removed your reaction to message {id}"));
+            } else {
+                out.info(&format!("reacted {emoji} to message {id}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One run of `chat delete`, `chat edit` or `chat react`.
+fn run(
+    creds: Credentials,
+    chat: &Conversation,
+    id: u64,
+    change: &Change,
+    out: Output,
+) -> anyhow::Result<()> {
     let session = crate::open(creds)?;
     let conn = session.conn();
-    let chat = args.chat.resolve(conn)?;
-    conn.delete_message(chat, args.id, args.for_everyone)?;
-    let whom = if args.for_everyone {
-        "for everyone"
-    } else {
-        "for you"
+    let chat = chat.resolve(conn)?;
+    apply(conn, chat, id, change, out)
+}
+
+pub fn delete(creds: Credentials, args: DeleteArgs, out: Output) -> anyhow::Result<()> {
+    let change = Change::Delete {
+        for_everyone: args.for_everyone,
     };
-    out.info(&format!("deleted message {} {whom}", args.id));
-    Ok(())
+    run(creds, &args.chat, args.id, &change, out)
 }
 
 pub fn edit(creds: Credentials, args: EditArgs, out: Output) -> anyhow::Result<()> {
-    let session = crate::open(creds)?;
-    let conn = session.conn();
-    let chat = args.chat.resolve(conn)?;
-    conn.edit_message(chat, args.id, &args.text.join(" "))?;
-    out.info(&format!("edited message {}", args.id));
-    Ok(())
+    let change = Change::Edit(args.text.join(" "));
+    run(creds, &args.chat, args.id, &change, out)
 }
 
 pub fn react(creds: Credentials, args: ReactArgs, out: Output) -> anyhow::Result<()> {
-    let session = crate::open(creds)?;
-    let conn = session.conn();
-    let chat = args.chat.resolve(conn)?;
-    let emoji = args.emoji.unwrap_or_default();
-    conn.react(chat, args.id, &emoji)?;
-    if emoji.is_empty() {
-        out.info(&format!("removed your reaction to message {}", args.id));
-    } else {
-        out.info(&format!("reacted {emoji} to message {}", args.id));
-    }
-    Ok(())
+    let change = Change::React(args.emoji.unwrap_or_default());
+    run(creds, &args.chat, args.id, &change, out)
 }
