@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -22,6 +22,9 @@ use crate::error::{ClientError, Result};
 /// Frames the client accepts from the server (pushes can carry large texts).
 const MAX_FRAME_BYTES: usize = 16 << 20;
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long connecting (TCP, then the TLS handshake) may take before the server counts as
+/// not answering, so that a client with a list of servers moves on to the next one.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 type Pending = Arc<Mutex<HashMap<u64, Sender<pb::Envelope>>>>;
 
@@ -59,7 +62,8 @@ fn tls_err(e: impl std::fmt::Display) -> ClientError {
 
 impl Connection {
     /// Connects to `addr` (`HOST:PORT`) over TLS 1.3, trusting only the CA in `ca_pem`.
-    /// The certificate must be valid for HOST.
+    /// The certificate must be valid for HOST. Connecting and the handshake each give up
+    /// after [`CONNECT_TIMEOUT`].
     pub fn connect(addr: &str, ca_pem: &Path) -> Result<Connection> {
         let host = addr
             .rsplit_once(':')
@@ -67,11 +71,17 @@ impl Connection {
             .ok_or_else(|| ClientError::Protocol(format!("address {addr} is not HOST:PORT")))?;
         let name = ServerName::try_from(host.to_string()).map_err(tls_err)?;
         let mut tls = ClientConnection::new(tls_config(ca_pem)?, name).map_err(tls_err)?;
-        let mut socket = TcpStream::connect(addr)?;
+        let mut socket = connect_tcp(addr)?;
         socket.set_nodelay(true)?;
+        // A server that accepts but never answers must not hold the client forever.
+        socket.set_read_timeout(Some(CONNECT_TIMEOUT))?;
+        socket.set_write_timeout(Some(CONNECT_TIMEOUT))?;
         while tls.is_handshaking() {
             tls.complete_io(&mut socket)?;
         }
+        // From here on the reader thread blocks until the server sends or closes.
+        socket.set_read_timeout(None)?;
+        socket.set_write_timeout(None)?;
         let tls = Arc::new(Mutex::new(tls));
         let pending: Pending = Arc::default();
         let closed = Arc::new(AtomicBool::new(false));
@@ -101,6 +111,20 @@ impl Connection {
             unsolicited,
             timeout: DEFAULT_TIMEOUT,
         })
+    }
+
+    /// Connects to the first server of a comma-separated list (`a:7443,b:7443`) that
+    /// answers, starting at a random entry (see [`crate::connect_first`]). One address
+    /// works as [`Connection::connect`] does.
+    pub fn connect_any(servers: &str, ca_pem: &Path) -> Result<Connection> {
+        let list = crate::parse_servers(servers);
+        let start = crate::servers::random_start(list.len());
+        crate::connect_first(&list, ca_pem, start, |_| Ok(())).map(|(_, conn, ())| conn)
+    }
+
+    /// The address of the server this connection is to.
+    pub fn peer_addr(&self) -> Option<std::net::SocketAddr> {
+        self.socket.peer_addr().ok()
     }
 
     /// How long a request waits for its response (default 30 s).
@@ -649,6 +673,20 @@ impl Drop for Connection {
     fn drop(&mut self) {
         let _ = self.socket.shutdown(Shutdown::Both);
     }
+}
+
+/// TCP to the first address `addr` resolves to that accepts within [`CONNECT_TIMEOUT`].
+fn connect_tcp(addr: &str) -> Result<TcpStream> {
+    let mut last = None;
+    for resolved in addr.to_socket_addrs()? {
+        match TcpStream::connect_timeout(&resolved, CONNECT_TIMEOUT) {
+            Ok(socket) => return Ok(socket),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last
+        .unwrap_or_else(|| std::io::Error::other(format!("{addr} resolves to no address")))
+        .into())
 }
 
 /// The TLS settings every client of chatd uses: TLS 1.3 only, trusting only the CA in

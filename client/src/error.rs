@@ -21,6 +21,9 @@ pub enum ClientError {
     Timeout,
     #[error("protocol: {0}")]
     Protocol(String),
+    /// No server of a list could be reached: each one's address and failure.
+    #[error("no server could be reached ({0})")]
+    Unreachable(String),
 }
 
 impl ClientError {

@@ -1,6 +1,10 @@
 //! A logged-in connection that survives disconnects: it reconnects with backoff, resumes with
 //! its token and restarts the event stream from the server's acked cursor. Events it already
 //! handed out (seq <= the last one) are dropped, so each is seen once.
+//!
+//! With several servers (the nodes of a cluster), the session starts at a random one and
+//! reconnects to the one it was on first, then to the next ones of the list, skipping those
+//! that refuse or do not answer, and resumes on whichever answers.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -12,6 +16,8 @@ use crate::{ClientError, Connection, Result};
 /// Where and as whom to connect.
 #[derive(Debug, Clone)]
 pub struct Credentials {
+    /// `HOST:PORT`, or several separated by commas (`a:7443,b:7443,c:7443`): the nodes of
+    /// a cluster, which all present the same TLS identity (one `ca`).
     pub server: String,
     pub ca: PathBuf,
     pub username: String,
@@ -23,6 +29,9 @@ pub struct Credentials {
 #[derive(Debug)]
 pub struct Session {
     creds: Credentials,
+    /// `creds.server` as a list, and the index of the one `conn` is to.
+    servers: Vec<String>,
+    current: usize,
     conn: Connection,
     login: pb::LoggedIn,
     /// Highest seq handed out by `next_event`.
@@ -38,11 +47,17 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 const ACK_INTERVAL: Duration = Duration::from_millis(100);
 
 impl Session {
-    /// Connects and logs in with the password.
+    /// Connects and logs in with the password: to one of the servers, starting at a random
+    /// one and skipping those that refuse or time out.
     pub fn open(creds: Credentials) -> Result<Session> {
-        let conn = Connection::connect(&creds.server, &creds.ca)?;
-        let login = conn.login_device(&creds.username, &creds.password, &creds.device_name)?;
+        let servers = crate::parse_servers(&creds.server);
+        let start = crate::random_start(servers.len());
+        let (current, conn, login) = crate::connect_first(&servers, &creds.ca, start, |c| {
+            c.login_device(&creds.username, &creds.password, &creds.device_name)
+        })?;
         Ok(Session {
+            servers,
+            current,
             last_seq: login.acked_seq,
             acked_seq: login.acked_seq,
             creds,
@@ -73,6 +88,11 @@ impl Session {
             Ok(()) | Err(ClientError::Closed) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// The address (as given in the list) of the server the session is connected to.
+    pub fn server(&self) -> &str {
+        &self.servers[self.current]
     }
 
     pub fn username(&self) -> &str {
@@ -141,10 +161,16 @@ impl Session {
         }
     }
 
+    /// One round over the servers: the current one first (a drop may have been the
+    /// network's), then the next ones; Resume and Sync on the first that answers.
     fn try_reconnect(&mut self) -> Result<()> {
-        let conn = Connection::connect(&self.creds.server, &self.creds.ca)?;
-        conn.resume(&self.login.token)?;
-        conn.sync(Some(self.last_seq))?;
+        let (token, after) = (&self.login.token, self.last_seq);
+        let (current, conn, _) =
+            crate::connect_first(&self.servers, &self.creds.ca, self.current, |c| {
+                c.resume(token)?;
+                c.sync(Some(after))
+            })?;
+        self.current = current;
         self.conn = conn;
         Ok(())
     }

@@ -9,6 +9,7 @@ mod changes;
 mod cluster;
 mod crash;
 mod devices;
+mod failover;
 mod groups;
 mod limits;
 mod media;

@@ -94,6 +94,16 @@ impl TestServer {
         self.boot();
     }
 
+    /// Stops the server and starts it again on the same data directory but at `addr`
+    /// (`127.0.0.1:PORT`): the node a client fails over to.
+    pub fn restart_at(&mut self, addr: &str) {
+        if let Some(h) = self.handle.take() {
+            h.shutdown();
+        }
+        self.addr = addr.to_string();
+        self.boot();
+    }
+
     /// Stops the server (flushing and closing every database), e.g. to open them.
     pub fn stop(&mut self) {
         if let Some(h) = self.handle.take() {
@@ -194,6 +204,15 @@ impl Drop for TestServer {
         *LIVE_SERVERS.lock().unwrap() -= 1;
         SERVER_FREED.notify_one();
     }
+}
+
+/// `127.0.0.1:PORT` where nothing listens: a port that was free a moment ago (bound, then
+/// released), so connecting to it is refused.
+pub fn closed_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    drop(listener);
+    addr
 }
 
 pub fn password(name: &str) -> String {

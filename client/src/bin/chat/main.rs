@@ -26,12 +26,15 @@ mod send;
 #[derive(Debug, Parser)]
 #[command(version, about = "Terminal client for chatd")]
 struct Cli {
-    /// Server address
+    /// Server address, or the nodes of a cluster separated by commas
+    /// (a:7443,b:7443,c:7443): chat starts at a random one and, when one refuses or does
+    /// not answer within 5 s, tries the next; after a disconnect it resumes on whichever
+    /// answers. Every node presents the same TLS identity, so one --ca serves them all
     #[arg(
         long,
         global = true,
         default_value = "127.0.0.1:7443",
-        value_name = "HOST:PORT"
+        value_name = "HOST:PORT[,HOST:PORT...]"
     )]
     server: String,
     /// CA certificate (PEM) the server's certificate must chain to
