@@ -1,4 +1,6 @@
-//! Accounts for the run: reused across runs (login), registered when missing.
+//! Accounts for the run: reused across runs (login), registered when missing. Account N
+//! logs in, makes its group and uploads on the server its connection will use (round robin
+//! over --server).
 
 use chat_client::{pb, Connection};
 
@@ -56,7 +58,7 @@ pub fn make_groups(args: &Args, accounts: &[Account]) -> anyhow::Result<Vec<Opti
         if others.is_empty() {
             continue; // a last group of one would send to nobody
         }
-        let conn = Connection::connect(&args.server, &args.ca)?;
+        let conn = Connection::connect(&args.server_for(creator.index), &args.ca)?;
         conn.resume(&creator.token)?;
         let ids: Vec<u64> = others.iter().map(|a| a.user_id).collect();
         let group = conn.create_group("chat-loadgen", &ids)?;
@@ -107,7 +109,7 @@ pub fn upload_media(args: &Args, accounts: &[Account]) -> anyhow::Result<Vec<Opt
             let bytes = (z ^ (z >> 31)).to_le_bytes();
             chunk.copy_from_slice(&bytes[..chunk.len()]);
         }
-        let conn = Connection::connect(&args.server, &args.ca)?;
+        let conn = Connection::connect(&args.server_for(account.index), &args.ca)?;
         conn.resume(&account.token)?;
         media.push(Some(conn.upload(&data, &spec)?));
     }
@@ -188,7 +190,7 @@ fn log_in_all(args: &Args) -> anyhow::Result<Vec<Account>> {
                     let mut mine = Vec::new();
                     for index in (w..args.users).step_by(workers) {
                         // One login per connection, so a fresh connection per account.
-                        let conn = Connection::connect(&args.server, &args.ca)?;
+                        let conn = Connection::connect(&args.server_for(index), &args.ca)?;
                         mine.push(account(&conn, &format!("{}{index}", args.prefix), index)?);
                     }
                     Ok(mine)

@@ -33,8 +33,15 @@ use sizes::SizeDist;
 #[derive(Debug, Parser, Clone)]
 #[command(version, about)]
 pub struct Args {
-    /// Server address
-    #[arg(long, default_value = "127.0.0.1:7443", value_name = "HOST:PORT")]
+    /// Server address, or several separated by commas (the nodes of a cluster, one --ca
+    /// for all): connection N (account N, for its login, groups and uploads too) goes to
+    /// server N mod the number of servers, round robin; the summary and --json say how many
+    /// went to each
+    #[arg(
+        long,
+        default_value = "127.0.0.1:7443",
+        value_name = "HOST:PORT[,HOST:PORT...]"
+    )]
     pub server: String,
     /// CA certificate (PEM) of the server
     #[arg(long, default_value = "./data/tls/ca.pem", value_name = "FILE")]
@@ -145,7 +152,25 @@ pub struct Args {
 }
 
 impl Args {
+    /// The addresses of --server, in the order given.
+    pub fn servers(&self) -> Vec<String> {
+        chat_client::parse_servers(&self.server)
+    }
+
+    /// The server of account (connection) `index`: round robin over --server.
+    pub fn server_for(&self, index: usize) -> String {
+        let servers = self.servers();
+        servers
+            .get(server_index(index, servers.len()))
+            .cloned()
+            .unwrap_or_else(|| self.server.clone())
+    }
+
     fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            !self.servers().is_empty(),
+            "--server must name at least one HOST:PORT"
+        );
         anyhow::ensure!(
             self.rate > 0.0 && self.rate.is_finite(),
             "--rate must be positive"
@@ -186,6 +211,20 @@ impl Args {
         schedule::Phases::from_args(self)?;
         Ok(())
     }
+}
+
+/// Which of `servers` servers connection `index` goes to: round robin by connection index.
+pub fn server_index(index: usize, servers: usize) -> usize {
+    index % servers.max(1)
+}
+
+/// How many of `connections` connections go to each of `servers` servers.
+pub fn spread(connections: usize, servers: usize) -> Vec<u64> {
+    let mut counts = vec![0; servers.max(1)];
+    for index in 0..connections {
+        counts[server_index(index, servers)] += 1;
+    }
+    counts
 }
 
 fn main() -> std::process::ExitCode {
@@ -313,4 +352,29 @@ fn measure(
     );
     summary.print();
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // reason: test code
+    use super::*;
+
+    #[test]
+    fn a_server_list_spreads_connections_round_robin() {
+        let args = Args::parse_from(["chat-loadgen", "--server", "a:1, b:2,c:3", "--users", "8"]);
+        assert_eq!(args.servers(), ["a:1", "b:2", "c:3"]);
+        let order: Vec<String> = (0..5).map(|i| args.server_for(i)).collect();
+        assert_eq!(order, ["a:1", "b:2", "c:3", "a:1", "b:2"]);
+        assert_eq!(spread(8, 3), [3, 3, 2]);
+        args.validate().unwrap();
+
+        // One address (the default) takes every connection.
+        let one = Args::parse_from(["chat-loadgen"]);
+        assert_eq!(one.servers(), ["127.0.0.1:7443"]);
+        assert!((0..4).all(|i| one.server_for(i) == "127.0.0.1:7443"));
+        assert_eq!(spread(200, 1), [200]);
+
+        let none = Args::parse_from(["chat-loadgen", "--server", " , "]);
+        assert!(none.validate().is_err());
+    }
 }

@@ -45,6 +45,8 @@ pub struct Summary {
     reordered: u64,
     errors: u64,
     reconnects: u64,
+    /// Each server of --server and the connections opened to it at start.
+    per_server: Vec<(String, u64)>,
     receipts: u64,
     presence_updates: u64,
     ack: Histogram<u64>,
@@ -79,6 +81,7 @@ impl Summary {
             reordered: 0,
             errors: 0,
             reconnects: 0,
+            per_server: args.servers().into_iter().map(|a| (a, 0)).collect(),
             receipts: 0,
             presence_updates: 0,
             ack: histogram(),
@@ -96,6 +99,9 @@ impl Summary {
             s.errors += r.errors;
             s.duplicated += r.duplicated;
             s.reconnects += r.reconnects;
+            for ((_, all), mine) in s.per_server.iter_mut().zip(&r.per_server) {
+                *all += mine;
+            }
             s.receipts += r.receipts;
             s.presence_updates += r.presence_updates;
             s.reordered += r.reordered;
@@ -174,6 +180,14 @@ impl Summary {
             self.errors,
             self.reconnects
         );
+        if self.per_server.len() > 1 {
+            let spread: Vec<String> = self
+                .per_server
+                .iter()
+                .map(|(addr, n)| format!("{addr} {n}"))
+                .collect();
+            println!("connections per server: {}", spread.join("  "));
+        }
         if self.receipts > 0 || self.presence_updates > 0 {
             println!(
                 "receipts received {}  presence updates received {}",
@@ -233,6 +247,11 @@ impl Summary {
             "reordered": self.reordered,
             "errors": self.errors,
             "reconnects": self.reconnects,
+            "connections_per_server": self
+                .per_server
+                .iter()
+                .map(|(addr, n)| json!({ "server": addr, "connections": n }))
+                .collect::<Vec<_>>(),
             "receipts": self.receipts,
             "presence_updates": self.presence_updates,
             "ack_p50_ms": q(&self.ack, 0.5),
@@ -256,6 +275,28 @@ fn q(h: &Histogram<u64>, quantile: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connections_per_server_add_up_over_threads() {
+        use clap::Parser as _;
+        let args = crate::Args::parse_from(["chat-loadgen", "--server", "a:1,b:2", "--users", "6"]);
+        let results: Vec<ThreadResult> = [vec![2, 1], vec![1, 2]]
+            .into_iter()
+            .map(|per_server| ThreadResult {
+                per_server,
+                ..ThreadResult::new()
+            })
+            .collect();
+        let second = Duration::from_secs(1);
+        let summary = Summary::new(&args, results, second, second, second);
+        assert_eq!(
+            summary.json()["connections_per_server"],
+            json!([
+                { "server": "a:1", "connections": 3 },
+                { "server": "b:2", "connections": 3 },
+            ])
+        );
+    }
 
     #[test]
     fn saturation_is_judged_per_thread() {

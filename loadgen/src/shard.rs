@@ -40,6 +40,8 @@ pub struct ThreadResult {
     pub reordered: u64,
     /// Connections dropped and re-established (--reconnect-rate).
     pub reconnects: u64,
+    /// Connections opened at start, per server of --server (by index).
+    pub per_server: Vec<u64>,
     /// Receipt events that reached senders.
     pub receipts: u64,
     /// PresenceUpdate pushes received (--watch-presence).
@@ -60,7 +62,7 @@ pub struct ThreadResult {
 }
 
 impl ThreadResult {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         ThreadResult {
             sent: 0,
             acked_in_window: 0,
@@ -68,6 +70,7 @@ impl ThreadResult {
             duplicated: 0,
             reordered: 0,
             reconnects: 0,
+            per_server: Vec::new(),
             receipts: 0,
             presence_updates: 0,
             acked: HashMap::new(),
@@ -308,22 +311,25 @@ async fn run_thread(
         ack_every: Duration::from_secs_f64(args.ack_interval_ms.max(0.0) / 1000.0),
         watch_presence: args.watch_presence,
     });
-    let addr = args
-        .server
-        .to_socket_addrs()?
-        .next()
-        .ok_or_else(|| anyhow::anyhow!("cannot resolve {}", args.server))?;
-    let host = args
-        .server
-        .rsplit_once(':')
-        .map_or("localhost", |(h, _)| h)
-        .to_string();
-    let name = ServerName::try_from(host)?;
+    let mut servers = Vec::new();
+    for server in args.servers() {
+        let addr = server
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("cannot resolve {server}"))?;
+        let host = server
+            .rsplit_once(':')
+            .map_or("localhost", |(h, _)| {
+                h.trim_start_matches('[').trim_end_matches(']')
+            })
+            .to_string();
+        servers.push((addr, ServerName::try_from(host)?));
+    }
     let dial = Rc::new(Dial {
-        addr,
-        name,
+        servers,
         connector: TlsConnector::from(tls),
     });
+    let mut per_server = vec![0u64; dial.servers.len()];
     let mut senders = Vec::new();
     // Pings keep connections that send little (many users, a low rate) within the
     // server's idle timeout, as real clients do; from the first connection on.
@@ -333,6 +339,9 @@ async fn run_thread(
         let out = Rc::new(Out::default());
         // Sync from the acked cursor: leftovers of earlier runs are drained and ignored.
         dial.open(&state, &out, account, None).await?;
+        if let Some(n) = per_server.get_mut(dial.server_index(account.index)) {
+            *n += 1;
+        }
         opened.borrow_mut().push(out.clone());
         let partner = account.index ^ 1;
         senders.push(Sender {
@@ -513,20 +522,24 @@ async fn run_thread(
     }
     // Cancelled tasks may still hold the state until the executor drops them: take, not unwrap.
     let mut result = std::mem::replace(&mut *state.result.borrow_mut(), ThreadResult::new());
+    result.per_server = per_server;
     for ((_receiver, stream), delivered) in state.oracle.borrow().delivered() {
         *result.delivered.entry(stream).or_default() += delivered;
     }
     Ok(result)
 }
 
-/// Where and how to connect.
+/// Where and how to connect: connection N to server N mod the number of servers.
 struct Dial {
-    addr: std::net::SocketAddr,
-    name: ServerName<'static>,
+    servers: Vec<(std::net::SocketAddr, ServerName<'static>)>,
     connector: TlsConnector,
 }
 
 impl Dial {
+    fn server_index(&self, account: usize) -> usize {
+        crate::server_index(account, self.servers.len())
+    }
+
     /// (Re)connects `out`'s account: Resume, Sync after `after_seq` (None: from the acked
     /// cursor), then every send still awaiting its ack, again with its client_msg_id (the
     /// server stores a retry once). Whatever was queued for the old connection is dropped.
@@ -537,11 +550,15 @@ impl Dial {
         account_token: &impl TokenOf,
         after_seq: Option<u64>,
     ) -> anyhow::Result<()> {
+        let (addr, name) = self
+            .servers
+            .get(self.server_index(account_token.index()))
+            .ok_or_else(|| anyhow::anyhow!("no server to connect to"))?;
         let glommio_err =
-            |e: glommio::GlommioError<()>| anyhow::anyhow!("connecting to {}: {e}", self.addr);
-        let tcp = TcpStream::connect(self.addr).await.map_err(glommio_err)?;
+            |e: glommio::GlommioError<()>| anyhow::anyhow!("connecting to {addr}: {e}");
+        let tcp = TcpStream::connect(*addr).await.map_err(glommio_err)?;
         tcp.set_nodelay(true).map_err(glommio_err)?;
-        let stream = self.connector.connect(self.name.clone(), tcp).await?;
+        let stream = self.connector.connect(name.clone(), tcp).await?;
         let (reader, writer) = futures_lite::io::split(stream);
         out.buf.borrow_mut().clear();
         out.push(&envelope(
