@@ -76,3 +76,27 @@ fn a_session_resumes_on_another_address_of_its_list() {
     }
     assert_eq!(now_on, later);
 }
+
+#[test]
+fn a_server_that_accepts_but_never_answers_is_skipped_after_the_connect_timeout() {
+    let server = TestServer::start(1);
+    // The kernel completes TCP for a listener nobody accepts on; TLS then never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let list = [
+        silent.local_addr().unwrap().to_string(),
+        server.addr().to_string(),
+    ];
+    let ca = server.ca().to_path_buf();
+    // In a thread: a client that waits on the silent server forever fails the test.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let got =
+            chat_client::connect_first(&list, &ca, 0, |c| c.ping()).map(|(index, _, ())| index);
+        let _ = tx.send(got.map_err(|e| e.to_string()));
+    });
+    let got = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the silent server was given up on");
+    assert_eq!(got, Ok(1));
+    drop(silent);
+}
