@@ -51,14 +51,15 @@ pub fn users_by_shard(
     by_shard
 }
 
-/// splitmix64 finalizer: spreads sequential or structured ids evenly.
-fn mix64(mut x: u64) -> u64 {
+/// splitmix64 finalizer: spreads sequential or structured ids evenly. Also the cluster's
+/// slot and rendezvous hashing (`cluster::rendezvous`).
+pub(crate) fn mix64(mut x: u64) -> u64 {
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     x ^ (x >> 31)
 }
 
-fn fnv1a64(bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a64(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })

@@ -9,6 +9,8 @@
 //! slots (once) but loses nothing. They are pinned by a test so that nodes of two builds
 //! agree during a rolling upgrade.
 
+use crate::routing::{fnv1a64, mix64};
+
 /// The slot of a 64-bit id (user, group) in a cluster of `slots` slots.
 pub fn slot_of(id: u64, slots: u32) -> u32 {
     (mix64(id ^ 0x5107_5107_5107_5107) % u64::from(slots.max(1))) as u32
@@ -27,19 +29,6 @@ pub fn target<'a>(slot: u32, nodes: impl IntoIterator<Item = &'a str>) -> Option
         .map(|n| (weight(n, slot), std::cmp::Reverse(n)))
         .max()
         .map(|(_, std::cmp::Reverse(n))| n)
-}
-
-/// splitmix64 finalizer.
-fn mix64(mut x: u64) -> u64 {
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
-
-fn fnv1a64(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 #[cfg(test)]
