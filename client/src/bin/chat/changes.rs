@@ -22,6 +22,11 @@ pub struct Conversation {
 }
 
 impl Conversation {
+    /// The other person's username, for a 1:1 conversation.
+    pub fn with(&self) -> Option<&str> {
+        self.with.as_deref()
+    }
+
     pub fn resolve(&self, conn: &chat_client::Connection) -> anyhow::Result<Chat> {
         match (&self.with, self.group) {
             (Some(name), _) => Ok(Chat::User(crate::lookup(conn, name)?)),

@@ -2,23 +2,14 @@
 
 use std::path::PathBuf;
 
-use chat_client::Credentials;
+use chat_client::{Chat, Credentials};
 
 use crate::output::Output;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The other person's username
-    #[arg(
-        long,
-        value_name = "NAME",
-        required_unless_present = "group",
-        conflicts_with = "group"
-    )]
-    with: Option<String>,
-    /// A group you are a member of, instead of a person
-    #[arg(long, value_name = "ID")]
-    group: Option<u64>,
+    #[command(flatten)]
+    chat: crate::changes::Conversation,
     /// Only messages older than this server timestamp (microseconds; 0 = newest)
     #[arg(long, default_value_t = 0, value_name = "US")]
     before: u64,
@@ -37,16 +28,16 @@ pub fn run(creds: Credentials, args: Args, out: Output) -> anyhow::Result<()> {
     }
     let session = crate::open(creds)?;
     let mut names = crate::Names::default();
-    let page = match (&args.with, args.group) {
-        (Some(with), _) => {
-            let peer = crate::lookup(session.conn(), with)?;
-            names.insert(peer, with);
+    let page = match args.chat.resolve(session.conn())? {
+        Chat::User(peer) => {
+            if let Some(with) = args.chat.with() {
+                names.insert(peer, with);
+            }
             session.conn().history(peer, args.before, args.limit)?
         }
-        (None, Some(group)) => session
+        Chat::Group(group) => session
             .conn()
             .group_history(group, args.before, args.limit)?,
-        (None, None) => anyhow::bail!("--with or --group is required"),
     };
     names.insert(session.user_id(), session.username());
     for m in &page.messages {
