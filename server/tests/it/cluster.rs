@@ -269,46 +269,59 @@ struct Snapshot {
 
 /// Reads both buckets (every key's latest value) over its own NATS connection.
 fn read_cluster(urls: &str) -> Result<Snapshot, String> {
+    within_3s("reading the buckets", async {
+        let js = jetstream(urls).await?;
+        let mut snapshot = Snapshot::default();
+        for entry in latest(&js, "chatd_nodes").await? {
+            let value: serde_json::Value =
+                serde_json::from_slice(&entry.value).map_err(|e| e.to_string())?;
+            let incarnation = value["incarnation"].as_str().unwrap_or("").to_string();
+            snapshot.leases.insert(entry.key, incarnation);
+        }
+        for entry in latest(&js, "chatd_slots").await? {
+            let Some(slot) = entry.key.strip_prefix("slot.") else {
+                continue;
+            };
+            let value: serde_json::Value =
+                serde_json::from_slice(&entry.value).map_err(|e| e.to_string())?;
+            let owner = value.get("owner").map(|o| {
+                let field = |f: &str| o[f].as_str().unwrap_or("").to_string();
+                (field("node"), field("incarnation"))
+            });
+            let epoch = value["epoch"].as_u64().unwrap_or(0);
+            snapshot
+                .slots
+                .insert(slot.parse().unwrap(), Slot { owner, epoch });
+        }
+        Ok(snapshot)
+    })
+}
+
+/// A JetStream context over a connection of its own to `urls` (comma-separated).
+async fn jetstream(urls: &str) -> Result<async_nats::jetstream::Context, String> {
+    let client = async_nats::ConnectOptions::new()
+        .ignore_discovered_servers()
+        .connect(urls.split(',').collect::<Vec<_>>())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut js = async_nats::jetstream::new(client);
+    js.set_timeout(Duration::from_secs(1));
+    Ok(js)
+}
+
+/// Runs `work` on a runtime of its own, failing with "`what` timed out" after 3 s.
+fn within_3s<T>(
+    what: &str,
+    work: impl std::future::Future<Output = Result<T, String>>,
+) -> Result<T, String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     runtime.block_on(async {
-        let read = async {
-            let client = async_nats::ConnectOptions::new()
-                .ignore_discovered_servers()
-                .connect(urls.split(',').collect::<Vec<_>>())
-                .await
-                .map_err(|e| e.to_string())?;
-            let mut js = async_nats::jetstream::new(client);
-            js.set_timeout(Duration::from_secs(1));
-            let mut snapshot = Snapshot::default();
-            for entry in latest(&js, "chatd_nodes").await? {
-                let value: serde_json::Value =
-                    serde_json::from_slice(&entry.value).map_err(|e| e.to_string())?;
-                let incarnation = value["incarnation"].as_str().unwrap_or("").to_string();
-                snapshot.leases.insert(entry.key, incarnation);
-            }
-            for entry in latest(&js, "chatd_slots").await? {
-                let Some(slot) = entry.key.strip_prefix("slot.") else {
-                    continue;
-                };
-                let value: serde_json::Value =
-                    serde_json::from_slice(&entry.value).map_err(|e| e.to_string())?;
-                let owner = value.get("owner").map(|o| {
-                    let field = |f: &str| o[f].as_str().unwrap_or("").to_string();
-                    (field("node"), field("incarnation"))
-                });
-                let epoch = value["epoch"].as_u64().unwrap_or(0);
-                snapshot
-                    .slots
-                    .insert(slot.parse().unwrap(), Slot { owner, epoch });
-            }
-            Ok(snapshot)
-        };
-        tokio::time::timeout(Duration::from_secs(3), read)
+        tokio::time::timeout(Duration::from_secs(3), work)
             .await
-            .map_err(|_| "reading the buckets timed out".to_string())?
+            .map_err(|_| format!("{what} timed out"))?
     })
 }
 
@@ -348,29 +361,14 @@ async fn latest(
 
 /// The name of the server that leads `stream`.
 fn stream_leader(urls: &str, stream: &str) -> Result<String, String> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let ask = async {
-            let client = async_nats::ConnectOptions::new()
-                .ignore_discovered_servers()
-                .connect(urls.split(',').collect::<Vec<_>>())
-                .await
-                .map_err(|e| e.to_string())?;
-            let mut js = async_nats::jetstream::new(client);
-            js.set_timeout(Duration::from_secs(1));
-            let mut stream = js.get_stream(stream).await.map_err(|e| e.to_string())?;
-            let info = stream.info().await.map_err(|e| e.to_string())?;
-            info.cluster
-                .as_ref()
-                .and_then(|c| c.leader.clone())
-                .ok_or_else(|| "no leader".to_string())
-        };
-        tokio::time::timeout(Duration::from_secs(3), ask)
-            .await
-            .map_err(|_| "asking for the stream's leader timed out".to_string())?
+    within_3s("asking for the stream's leader", async {
+        let js = jetstream(urls).await?;
+        let mut stream = js.get_stream(stream).await.map_err(|e| e.to_string())?;
+        let info = stream.info().await.map_err(|e| e.to_string())?;
+        info.cluster
+            .as_ref()
+            .and_then(|c| c.leader.clone())
+            .ok_or_else(|| "no leader".to_string())
     })
 }
 
