@@ -14,6 +14,22 @@ pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/chat.v1.rs"));
 }
 
+/// Generated protobuf types of package `chat.mesh.v1`: messages between the shards of
+/// different nodes of a cluster (internal; clients never see them).
+#[allow(clippy::all, missing_docs)] // reason: generated code
+pub mod mesh {
+    // prost names chat.v1 types relative to this package, as `super::super::v1::…`.
+    mod chat {
+        pub use crate::pb as v1;
+        pub mod mesh {
+            pub mod v1 {
+                include!(concat!(env!("OUT_DIR"), "/chat.mesh.v1.rs"));
+            }
+        }
+    }
+    pub use chat::mesh::v1::*;
+}
+
 pub use frame::{
     encode_frame, peek_request_id, FrameDecoder, FrameError, DEFAULT_MAX_FRAME_BYTES,
     LENGTH_PREFIX_BYTES,

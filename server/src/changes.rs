@@ -19,7 +19,6 @@ use chat_storage::{apply_change, Grantee, StorageError};
 
 use crate::clock::Clock;
 use crate::request::{Conversation, MessageTarget};
-use crate::routing::{shard_of_asset, shard_of_user};
 use crate::shard::{AfterCommit, Reply, Shard, ShardMsg};
 
 /// What a request does to a message.
@@ -159,7 +158,7 @@ fn direct(shard: &Rc<Shard>, reply: Reply, me: u64, peer: u64, timestamp_us: u64
         return shard.internal(reply, &e);
     }
     // Then the other participant's shard, unless it is this one (one copy, one commit).
-    let dest = shard_of_user(peer, shard.shards);
+    let dest = shard.place.user(peer);
     let next = if dest == shard.id {
         ShardMsg::ChangeDone { reply, revoke }
     } else {
@@ -187,7 +186,7 @@ fn apply_direct(shard: &Rc<Shard>, change: &pb::MessageChange) -> Result<(), Sto
         return Ok(()); // nothing changes (a reaction that is already there, ...)
     }
     shard.store.stage_history_message(&m)?;
-    let here = |user| shard_of_user(user, shard.shards) == shard.id;
+    let here = |user| shard.place.user(user) == shard.id;
     if here(to)
         && matches!(
             change.kind(),
@@ -228,7 +227,7 @@ pub fn direct_change(shard: &Rc<Shard>, reply: Reply, change: pb::MessageChange,
 pub fn change_done(shard: &Rc<Shard>, reply: Reply, revoke: Revoke) {
     match revoke {
         Some((asset_id, grantee)) => shard.dispatch(
-            shard_of_asset(&asset_id, shard.shards),
+            shard.place.asset(&asset_id),
             ShardMsg::RevokeGrant {
                 reply,
                 asset_id,
@@ -272,7 +271,7 @@ fn group(shard: &Rc<Shard>, reply: Reply, me: u64, group_id: u64, timestamp_us: 
         // from the caller's inbox.
         return match shard.store.stage_hidden(me, true, group_id, timestamp_us) {
             Ok(()) => shard.after_commit(AfterCommit::Dispatch {
-                dest: shard_of_user(me, shard.shards),
+                dest: shard.place.user(me),
                 msg: Box::new(ShardMsg::Hide {
                     reply,
                     user: me,

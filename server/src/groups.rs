@@ -16,7 +16,6 @@ use std::rc::Rc;
 use chat_protocol::pb::{self, envelope::Body, event, GroupChangeKind, GroupRole};
 use chat_protocol::ErrorCode;
 
-use crate::routing::{shard_of_group, users_by_shard};
 use crate::shard::{AfterCommit, Reply, Shard, ShardMsg};
 
 /// A group operation that waits for the member shards to confirm that its users exist.
@@ -228,7 +227,7 @@ impl Groups {
     /// Asks the shards of `user_ids` whether they exist, then runs `then` (see
     /// [`Groups::checked`]).
     pub fn check_users(&self, shard: &Rc<Shard>, user_ids: &[u64], then: Pending) {
-        let by_shard = users_by_shard(user_ids.iter().copied(), shard.shards);
+        let by_shard = shard.place.users_by_dest(user_ids.iter().copied());
         let op = self.next_check.get();
         self.next_check.set(op + 1);
         self.checks.borrow_mut().insert(
@@ -332,7 +331,7 @@ impl Groups {
         let Some(group_id) = chat_storage::group_of(entry) else {
             return;
         };
-        let by_shard = users_by_shard(recipients.iter().copied(), shard.shards);
+        let by_shard = shard.place.users_by_dest(recipients.iter().copied());
         if by_shard.is_empty() {
             return self.confirm_all(shard, group_id, entry.seq);
         }
@@ -404,7 +403,7 @@ impl Groups {
             let Some(group_id) = chat_storage::group_of(&entry) else {
                 continue;
             };
-            debug_assert_eq!(shard_of_group(group_id, shard.shards), shard.id);
+            debug_assert_eq!(shard.place.group(group_id), shard.id);
             let mut recipients: Vec<u64> = match self.load(shard, group_id) {
                 Ok(Some(g)) => g.members.iter().map(|m| m.user_id).collect(),
                 _ => Vec::new(),

@@ -9,7 +9,6 @@ use chat_storage::{StorageError, UserList, MAX_LISTED_USERS};
 
 use crate::clock::Clock;
 use crate::request::Request;
-use crate::routing::shard_of_user;
 use crate::shard::{Reply, Shard, ShardMsg};
 
 /// On the shard of `user`: whether they exist; if they do, the request goes on to the
@@ -20,7 +19,7 @@ pub fn check_user(shard: &Rc<Shard>, reply: Reply, me: u64, user: u64, then: Req
     }
     match shard.store.user_exists(user) {
         Ok(true) => shard.dispatch(
-            shard_of_user(me, shard.shards),
+            shard.place.user(me),
             ShardMsg::Request {
                 reply,
                 user: Some(me),

@@ -13,7 +13,6 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 use crate::clock::Clock;
-use crate::routing::shard_of_asset;
 use crate::shard::Shard;
 
 /// Unfinished uploads a user may have; starting one more drops the oldest.
@@ -146,7 +145,7 @@ pub fn random_id() -> [u8; 16] {
 pub fn new_asset_id(shard: &Shard) -> Result<[u8; 16], StorageError> {
     loop {
         let id = random_id();
-        if shard_of_asset(&id, shard.shards) == shard.id && shard.store.asset(&id)?.is_none() {
+        if shard.place.asset(&id) == shard.id && shard.store.asset(&id)?.is_none() {
             return Ok(id);
         }
     }

@@ -19,7 +19,6 @@ use chat_protocol::pb::{self, envelope::Body, PresenceVisibility};
 use chat_storage::UserList;
 
 use crate::clock::Clock;
-use crate::routing::users_by_shard;
 use crate::runtime;
 use crate::shard::{Auth, ConnRef, Reply, Shard, ShardMsg};
 
@@ -82,7 +81,7 @@ impl PresenceHub {
             Ok(g) => g,
             Err(e) => return shard.internal(reply, &e),
         };
-        let by_shard = users_by_shard(targets.iter().copied(), shard.shards);
+        let by_shard = shard.place.users_by_dest(targets.iter().copied());
         let op = self.next_query.get();
         self.next_query.set(op + 1);
         self.queries.borrow_mut().insert(
@@ -185,6 +184,16 @@ impl PresenceHub {
     }
 
     /// A watching connection went away: forget its subscriptions to `targets`.
+    /// Ends every subscription made from a connection `gone` says is gone (its node left
+    /// the cluster).
+    pub fn unsubscribe_where(&self, gone: impl Fn(ConnRef) -> bool) {
+        let mut subs = self.subscribers.borrow_mut();
+        subs.retain(|_, list| {
+            list.retain(|w| !gone(w.conn));
+            !list.is_empty()
+        });
+    }
+
     pub fn unsubscribe(&self, conn: ConnRef, targets: &[u64]) {
         let mut subs = self.subscribers.borrow_mut();
         for t in targets {

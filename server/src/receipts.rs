@@ -16,7 +16,6 @@ use chat_protocol::ErrorCode;
 
 use crate::clock::Clock;
 use crate::request::Conversation;
-use crate::routing::{shard_of_group, shard_of_user};
 use crate::shard::{AfterCommit, Reply, Shard, ShardMsg};
 
 /// Largest group whose members' progress is pushed to senders as receipts.
@@ -55,10 +54,7 @@ pub fn send(shard: &Rc<Shard>, to: u64, by: u64, group_id: u64, kind: ReceiptKin
         up_to_seq: up_to,
         timestamp_us: Clock::now_us(),
     };
-    shard.dispatch(
-        shard_of_user(to, shard.shards),
-        ShardMsg::Receipt { to, receipt },
-    );
+    shard.dispatch(shard.place.user(to), ShardMsg::Receipt { to, receipt });
 }
 
 /// On the sender's shard: stores a receipt in the sender's inbox, then pushes it.
@@ -181,7 +177,7 @@ pub fn acked(shard: &Rc<Shard>, user: u64, old: u64, new: u64) {
     }
     for (group_id, delivered) in groups {
         shard.dispatch(
-            shard_of_group(group_id, shard.shards),
+            shard.place.group(group_id),
             ShardMsg::GroupProgress {
                 group_id,
                 member: user,
@@ -259,7 +255,7 @@ pub fn group_progress(shard: &Rc<Shard>, p: Progress, reply: Option<Reply>) {
         // A MarkRead: now that membership is confirmed, the member's own shard records its
         // read marker and answers.
         Some(reply) => shard.after_commit(AfterCommit::Dispatch {
-            dest: shard_of_user(p.member, shard.shards),
+            dest: shard.place.user(p.member),
             msg: Box::new(ShardMsg::GroupReadMarked {
                 reply,
                 member: p.member,

@@ -15,11 +15,12 @@ use chat_storage::{Durability, Store};
 use futures_rustls::TlsAcceptor;
 use glommio::channels::shared_channel::{self, SharedReceiver, SharedSender};
 use glommio::net::TcpListener;
-use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
+use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement as CorePlacement};
 
 use crate::config::{Config, DurabilityMode};
 use crate::metrics::http::MetricsServer;
 use crate::metrics::{Metrics, ShardMetrics};
+use crate::placement::{NodeAddrs, Placement};
 use crate::shard::{Limits, Shard, ShardMsg};
 
 type Batch = Vec<ShardMsg>;
@@ -32,6 +33,8 @@ const UPLOAD_SWEEP: Duration = Duration::from_secs(600);
 const TIMEOUT_SWEEP: Duration = Duration::from_millis(500);
 /// How often a shard writes the ack cursors that moved (see `Store::persist_cursors`).
 const CURSOR_PERSIST: Duration = Duration::from_secs(1);
+/// How often a shard of a cluster node looks for sessions on nodes that left.
+const DEPARTED_SWEEP: Duration = Duration::from_secs(1);
 /// How often an idle shard checks for shutdown.
 const STOP_POLL: Duration = Duration::from_millis(20);
 
@@ -149,7 +152,22 @@ struct ShardSeed {
     stop: Arc<AtomicBool>,
     ready: mpsc::Sender<anyhow::Result<()>>,
     metrics: Arc<ShardMetrics>,
+    place: Placement,
+    /// This shard's end of the mesh between nodes, in a cluster.
+    mesh: Option<MeshSeed>,
 }
+
+/// A shard's end of the mesh between nodes (`crate::mesh::link`, `cluster::mesh`).
+struct MeshSeed {
+    addrs: Arc<NodeAddrs>,
+    to_nodes: flume::Sender<crate::cluster::mesh::Outbound>,
+    from_nodes: flume::Receiver<bytes::Bytes>,
+    metrics: Arc<crate::cluster::ClusterMetrics>,
+}
+
+/// Capacity, in batches, of the channel from all shards to the cluster thread and of each
+/// channel from it to a shard.
+const NODE_MESH_CAPACITY: usize = 4096;
 
 /// Entries of each io_uring of a shard. Not for the depth itself: the kernel sizes a ring's
 /// table of armed polls from it (ilog2(2 x depth) - 5 bits, at most 8), and glommio cancels
@@ -188,6 +206,19 @@ pub fn start(config: Config) -> anyhow::Result<ServerHandle> {
     let stop = Arc::new(AtomicBool::new(false));
     let (ready_tx, ready_rx) = mpsc::channel();
     let metrics = Arc::new(Metrics::new(shards));
+
+    // In a cluster: the slot map every shard routes by, and the mesh to other nodes.
+    let view = crate::cluster::ClusterView::default();
+    let cluster_metrics = Arc::new(crate::cluster::ClusterMetrics::new());
+    let addrs = Arc::new(NodeAddrs::new(&config.cluster.node, shards));
+    let (to_nodes, from_shards) = flume::bounded(NODE_MESH_CAPACITY);
+    let (to_shards, from_nodes): (Vec<_>, Vec<_>) = (0..shards)
+        .map(|_| flume::bounded(NODE_MESH_CAPACITY))
+        .unzip();
+    let mesh_ports = crate::cluster::mesh::MeshPorts {
+        outbound: from_shards,
+        inbound: to_shards,
+    };
     let limits = Limits {
         max_frame_bytes: config.max_frame_bytes,
         max_text_bytes: config.max_text_bytes,
@@ -242,12 +273,23 @@ pub fn start(config: Config) -> anyhow::Result<ServerHandle> {
             stop: stop.clone(),
             ready: ready_tx.clone(),
             metrics: metrics.shard(id),
+            place: if config.cluster.enabled() {
+                Placement::cluster(shards, view.clone(), addrs.clone())
+            } else {
+                Placement::single(shards)
+            },
+            mesh: config.cluster.enabled().then(|| MeshSeed {
+                addrs: addrs.clone(),
+                to_nodes: to_nodes.clone(),
+                from_nodes: from_nodes[id].clone(),
+                metrics: cluster_metrics.clone(),
+            }),
         };
         let placement = if config.pin_cores {
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-            Placement::Fixed(id % cores)
+            CorePlacement::Fixed(id % cores)
         } else {
-            Placement::Unbound
+            CorePlacement::Unbound
         };
         let mut builder = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{id}"))
@@ -270,9 +312,15 @@ pub fn start(config: Config) -> anyhow::Result<ServerHandle> {
         cluster: None,
     };
     if config.cluster.enabled() {
-        let cluster = Arc::new(crate::cluster::ClusterMetrics::new());
-        metrics.set_cluster(cluster.clone());
-        match crate::cluster::ClusterHandle::start(&config.cluster, addr, cluster) {
+        metrics.set_cluster(cluster_metrics.clone());
+        match crate::cluster::ClusterHandle::start(
+            &config.cluster,
+            addr,
+            shards,
+            view,
+            mesh_ports,
+            cluster_metrics,
+        ) {
             Ok(handle) => server.cluster = Some(handle),
             Err(e) => {
                 server.shutdown();
@@ -358,6 +406,7 @@ async fn run_shard(seed: ShardSeed) {
         seed.shards,
         seed.store,
         seed.limits,
+        seed.place,
         seed.metrics,
     ));
 
@@ -397,6 +446,36 @@ async fn run_shard(seed: ShardSeed) {
                 for msg in batch {
                     shard.handle(msg);
                 }
+            }
+        }));
+    }
+
+    // Other nodes' shards, through the cluster thread.
+    if let Some(mesh) = seed.mesh {
+        let sending = shard.clone();
+        let (addrs, to_nodes) = (mesh.addrs.clone(), mesh.to_nodes);
+        services.push(glommio::spawn_local(async move {
+            loop {
+                let queued = sending.next_remote_batches().await;
+                for batch in crate::mesh::link::outbound(&sending, queued, &addrs) {
+                    if to_nodes.send_async(batch).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }));
+        let sweeping = shard.clone();
+        services.push(glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(DEPARTED_SWEEP).await;
+                sweeping.forget_departed_nodes();
+            }
+        }));
+        let receiving = shard.clone();
+        let (addrs, from_nodes, metrics) = (mesh.addrs, mesh.from_nodes, mesh.metrics);
+        services.push(glommio::spawn_local(async move {
+            while let Ok(batch) = from_nodes.recv_async().await {
+                crate::mesh::link::inbound(&receiving, &batch, &addrs, &metrics);
             }
         }));
     }

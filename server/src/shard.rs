@@ -24,11 +24,9 @@ use crate::clock::Clock;
 use crate::cmd;
 use crate::groups::{self, Groups};
 use crate::metrics::ShardMetrics;
+use crate::placement::Placement;
 use crate::presence::PresenceHub;
 use crate::request::{Conversation, Request};
-use crate::routing::{
-    shard_of_asset, shard_of_group, shard_of_user, shard_of_username, users_by_shard,
-};
 use crate::signal::{OutQueue, Signal};
 
 mod conns;
@@ -195,6 +193,9 @@ pub enum ShardMsg {
         share_read: bool,
         reply: Option<Reply>,
     },
+    /// For the shard that sent a `ToConn`: the connection is not there (it closed, or its
+    /// node restarted and gave up every connection); end what still points at it.
+    ConnGone { conn: ConnRef },
 }
 
 /// Work that waits for the shard's next group commit (see [`Shard::commit_staged`]).
@@ -282,12 +283,17 @@ pub struct Shard {
     pub store: Store,
     pub clock: Clock,
     pub limits: Limits,
+    /// Where keys live: this node's shards, or other nodes' (`crate::placement`).
+    pub place: Placement,
     conns: RefCell<HashMap<u64, Rc<ConnEntry>>>,
     next_conn_id: Cell<u64>,
     sessions: RefCell<HashMap<u64, Vec<Session>>>,
     next_generation: Cell<u64>,
     outboxes: Vec<RefCell<Vec<ShardMsg>>>,
     outbox_ready: Vec<Signal>,
+    /// Messages for shards of other nodes, by destination (in a cluster).
+    remote_outbox: RefCell<std::collections::BTreeMap<usize, Vec<ShardMsg>>>,
+    remote_ready: Signal,
     after_commit: RefCell<Vec<AfterCommit>>,
     commit_ready: Signal,
     pub groups: Groups,
@@ -311,6 +317,7 @@ impl Shard {
         shards: usize,
         store: Store,
         limits: Limits,
+        place: Placement,
         metrics: Arc<ShardMetrics>,
     ) -> Self {
         let push = Rc::new(crate::push::Push::new(
@@ -324,12 +331,17 @@ impl Shard {
             store,
             clock: Clock::new(id, shards),
             limits,
+            place,
             conns: RefCell::default(),
-            next_conn_id: Cell::new(1),
+            // Random start: another node may still name a connection of this shard's last
+            // run (a node that restarts within its lease), and must not reach a new one.
+            next_conn_id: Cell::new(rand::random::<u64>() >> 2 | 1),
             sessions: RefCell::default(),
             next_generation: Cell::new(1),
             outboxes: (0..shards).map(|_| RefCell::default()).collect(),
             outbox_ready: (0..shards).map(|_| Signal::default()).collect(),
+            remote_outbox: RefCell::default(),
+            remote_ready: Signal::default(),
             after_commit: RefCell::default(),
             commit_ready: Signal::default(),
             groups: Groups::default(),
@@ -345,15 +357,34 @@ impl Shard {
 
     // ---- cross-shard plumbing ----
 
-    /// Delivers `msg` to shard `dest`: handled right away when it is this shard, otherwise
-    /// queued for that shard's batch. Queue order is delivery order.
+    /// Delivers `msg` to shard `dest` (`crate::placement`: this node's or another's):
+    /// handled right away when it is this shard, otherwise queued for that shard's batch.
+    /// Queue order is delivery order.
     pub fn dispatch(self: &Rc<Self>, dest: usize, msg: ShardMsg) {
         if dest == self.id {
             self.handle(msg);
-        } else {
+        } else if dest < self.shards {
             self.metrics.shard_messages_sent.inc();
             self.outboxes[dest].borrow_mut().push(msg);
             self.outbox_ready[dest].raise();
+        } else {
+            self.remote_outbox
+                .borrow_mut()
+                .entry(dest)
+                .or_default()
+                .push(msg);
+            self.remote_ready.raise();
+        }
+    }
+
+    /// Waits for, then takes, everything queued for other nodes, by destination.
+    pub async fn next_remote_batches(&self) -> std::collections::BTreeMap<usize, Vec<ShardMsg>> {
+        loop {
+            let batches = std::mem::take(&mut *self.remote_outbox.borrow_mut());
+            if !batches.is_empty() {
+                return batches;
+            }
+            self.remote_ready.wait().await;
         }
     }
 
@@ -378,6 +409,7 @@ impl Shard {
                 duplicate,
             } => cmd::send::stored(self, reply, msg, duplicate),
             ShardMsg::SessionClosed { user, conn } => self.end_session(user, conn),
+            ShardMsg::ConnGone { conn } => self.forget_conns(|c| c == conn),
             ShardMsg::MediaChecked { reply, result } => self.media_checked(reply, result),
             ShardMsg::PushTokenClaimed {
                 token_hash,
@@ -389,7 +421,7 @@ impl Shard {
                         user: previous,
                         token,
                     };
-                    self.dispatch(shard_of_user(previous, self.shards), msg);
+                    self.dispatch(self.place.user(previous), msg);
                 }
                 Ok(None) => {}
                 Err(e) => tracing::error!(shard = self.id, "recording a push token's owner: {e}"),
@@ -436,7 +468,7 @@ impl Shard {
                 targets,
                 forward: true,
             } => {
-                for (dest, targets) in users_by_shard(targets, self.shards) {
+                for (dest, targets) in self.place.users_by_dest(targets) {
                     let forward = false;
                     self.dispatch(
                         dest,
@@ -678,6 +710,32 @@ impl Shard {
         }
     }
 
+    /// Ends the sessions and presence subscriptions of connections on nodes that left the
+    /// cluster: their connections are gone with them, and no `SessionClosed` will come.
+    pub fn forget_departed_nodes(self: &Rc<Self>) {
+        self.forget_conns(|conn| self.place.node_departed(conn.shard));
+    }
+
+    /// Ends the sessions and presence subscriptions of the connections `gone` names.
+    fn forget_conns(self: &Rc<Self>, gone: impl Fn(ConnRef) -> bool) {
+        let ended: Vec<(u64, ConnRef)> = self
+            .sessions
+            .borrow()
+            .iter()
+            .flat_map(|(&user, list)| list.iter().map(move |s| (user, s.conn)))
+            .filter(|&(_, conn)| gone(conn))
+            .collect();
+        for (user, conn) in ended {
+            self.end_session(user, conn);
+        }
+        self.presence.unsubscribe_where(gone);
+    }
+
+    /// Whether connection `id` is open on this shard.
+    pub fn has_conn(&self, id: u64) -> bool {
+        self.conns.borrow().contains_key(&id)
+    }
+
     /// The hash of the token `conn` logged in with, while its session lasts.
     pub fn session_token(&self, user: u64, conn: ConnRef) -> Option<[u8; 32]> {
         let sessions = self.sessions.borrow();
@@ -692,7 +750,7 @@ impl Shard {
     fn logging_out(self: &Rc<Self>, entry: &ConnEntry, conn: ConnRef, user: u64) -> usize {
         entry.user.set(None);
         self.unwatch_all(entry, conn, user);
-        shard_of_user(user, self.shards)
+        self.place.user(user)
     }
 
     /// Ends the connection's presence subscriptions, by the path they were made (through
@@ -706,7 +764,7 @@ impl Shard {
                 targets,
                 forward,
             };
-            self.dispatch(shard_of_user(user, self.shards), msg);
+            self.dispatch(self.place.user(user), msg);
         }
     }
 

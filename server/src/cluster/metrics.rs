@@ -31,6 +31,14 @@ pub(crate) struct ClusterMetrics {
     pub lease_losses: Counter,
     /// Reconnections to NATS after the first connection.
     pub nats_reconnects: Counter,
+    /// Messages between shards sent to and received from other nodes, in batches.
+    pub mesh_sent: Counter,
+    pub mesh_received: Counter,
+    pub mesh_batches_sent: Counter,
+    pub mesh_batches_received: Counter,
+    /// Messages from other nodes that could not be read (malformed, another version, a
+    /// shard this node does not have), or not sent (NATS refused the publish).
+    pub mesh_dropped: Counter,
     connected: AtomicBool,
     ever_connected: AtomicBool,
     ready: AtomicBool,
@@ -166,6 +174,36 @@ impl ClusterMetrics {
             "chatd_cluster_lease_losses_total",
             "Times this node lost its lease and joined again.",
             self.lease_losses.get(),
+        );
+        counter(
+            out,
+            "chatd_cluster_mesh_messages_sent_total",
+            "Messages between shards sent to shards of other nodes.",
+            self.mesh_sent.get(),
+        );
+        counter(
+            out,
+            "chatd_cluster_mesh_messages_received_total",
+            "Messages between shards received from shards of other nodes.",
+            self.mesh_received.get(),
+        );
+        counter(
+            out,
+            "chatd_cluster_mesh_batches_sent_total",
+            "NATS messages (batches of messages between shards) published to other nodes.",
+            self.mesh_batches_sent.get(),
+        );
+        counter(
+            out,
+            "chatd_cluster_mesh_batches_received_total",
+            "NATS messages (batches of messages between shards) received from other nodes.",
+            self.mesh_batches_received.get(),
+        );
+        counter(
+            out,
+            "chatd_cluster_mesh_dropped_total",
+            "Messages between nodes dropped: unreadable, for a shard this node lacks, or refused by NATS.",
+            self.mesh_dropped.get(),
         );
     }
 }

@@ -15,15 +15,17 @@
 //! - metrics (`chatd_cluster_*`) and `/health` (ready once the node holds its lease and
 //!   has loaded the map).
 //!
-//! What it does not do yet: route requests by slot (users still live on
-//! `routing::shard_of_user` of the node they connect to), move data, replicate writes
-//! to a stream, fence a deposed owner's writes, snapshots. See docs/OPERATIONS.md
-//! ("Cluster").
+//! - carries the messages between shards of different nodes (`mesh.rs`): shards route
+//!   every key by the slot map (`crate::placement`), so a client may connect to any node.
+//!
+//! What it does not do yet: move a slot's data when the slot moves, replicate writes to a
+//! stream, fence a deposed owner's writes, snapshots. See docs/OPERATIONS.md ("Cluster").
 //!
 //! The NATS client (async-nats) runs on one tokio current-thread runtime on its own
 //! thread; the rest of the process talks to it over a flume channel and reads its results
 //! from the `ClusterView`, never through tokio types.
 
+pub(crate) mod mesh;
 mod metrics;
 mod node;
 mod plan;
@@ -60,10 +62,14 @@ pub(crate) struct ClusterHandle {
 
 impl ClusterHandle {
     /// Starts the cluster thread for `config` (which must have `nats_urls`); `listen` is
-    /// the client address announced in this node's lease.
+    /// the client address announced in this node's lease, `shards` its shard count. The
+    /// thread publishes the slot map into `view` and carries the shards' `mesh` traffic.
     pub fn start(
         config: &ClusterConfig,
         listen: SocketAddr,
+        shards: usize,
+        view: ClusterView,
+        mesh: mesh::MeshPorts,
         metrics: Arc<ClusterMetrics>,
     ) -> anyhow::Result<Self> {
         let settings = node::Settings {
@@ -74,8 +80,8 @@ impl ClusterHandle {
             lease_ttl: Duration::from_millis(config.lease_ttl_ms),
             replicas: config.replicas,
             listen,
+            shards,
         };
-        let view = ClusterView::default();
         let (commands, inbox) = flume::unbounded();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -84,7 +90,7 @@ impl ClusterHandle {
         let thread_view = view.clone();
         let thread = std::thread::Builder::new()
             .name("chatd-cluster".into())
-            .spawn(move || runtime.block_on(node::run(settings, thread_view, metrics, inbox)))
+            .spawn(move || runtime.block_on(node::run(settings, thread_view, metrics, inbox, mesh)))
             .context("starting the cluster thread")?;
         Ok(Self {
             view,

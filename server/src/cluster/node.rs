@@ -76,6 +76,8 @@ pub struct Settings {
     pub replicas: usize,
     /// The client address this node announces in its lease.
     pub listen: SocketAddr,
+    /// This node's shard count, announced in its lease.
+    pub shards: usize,
 }
 
 impl Settings {
@@ -100,6 +102,7 @@ pub async fn run(
     view: ClusterView,
     metrics: Arc<ClusterMetrics>,
     commands: flume::Receiver<Command>,
+    mesh: super::mesh::MeshPorts,
 ) {
     let started = Instant::now();
     let events = metrics.clone();
@@ -136,6 +139,13 @@ pub async fn run(
             return;
         }
     };
+    tokio::spawn(super::mesh::bridge(
+        client.clone(),
+        settings.name.clone(),
+        settings.node.clone(),
+        mesh,
+        metrics.clone(),
+    ));
     let mut node = Node::new(settings, view, metrics, started);
     loop {
         match node.session(&client, &commands).await {
@@ -256,6 +266,7 @@ impl Node {
             incarnation: me.incarnation.clone(),
             listen: settings.listen.to_string(),
             started_ms: unix_ms(),
+            shards: settings.shards as u32,
         };
         metrics.slots.set(i64::from(settings.slots));
         Self {
@@ -863,6 +874,11 @@ impl Node {
                 .leases
                 .iter()
                 .map(|(name, l)| (name.clone(), l.lease.listen.clone()))
+                .collect(),
+            shards: self
+                .leases
+                .iter()
+                .map(|(name, l)| (name.clone(), l.lease.shards as usize))
                 .collect(),
             slots: if self.slots_loaded { slots } else { Vec::new() },
             ready,

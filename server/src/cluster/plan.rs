@@ -144,6 +144,7 @@ mod tests {
                     incarnation: incarnation.into(),
                     listen: String::new(),
                     started_ms: 0,
+                    shards: 1,
                 };
                 (name.to_string(), LeaseState { lease, revision })
             })

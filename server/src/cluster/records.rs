@@ -41,6 +41,9 @@ pub struct Lease {
     pub listen: String,
     /// Unix time of the process start, in milliseconds (for operators).
     pub started_ms: u64,
+    /// The node's shard count: other nodes route a key to its shard on this node by it.
+    #[serde(default)]
+    pub shards: u32,
 }
 
 /// Who owns a slot.

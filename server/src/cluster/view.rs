@@ -30,6 +30,8 @@ pub struct SlotMap {
     pub slots: Vec<SlotView>,
     /// Live nodes: name -> the address clients reach it at.
     pub nodes: BTreeMap<String, String>,
+    /// Live nodes: name -> how many shards it runs (where a key goes within it).
+    pub shards: BTreeMap<String, usize>,
     /// This node holds its lease and has loaded the whole map: its `owned` slots are its own.
     pub ready: bool,
 }

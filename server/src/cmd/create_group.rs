@@ -9,7 +9,6 @@ use chat_protocol::ErrorCode;
 use rand::Rng;
 
 use crate::groups::Pending;
-use crate::routing::shard_of_group;
 use crate::shard::{Reply, Shard};
 
 pub fn run(shard: &Rc<Shard>, reply: Reply, creator: u64, name: String, members: Vec<u64>) {
@@ -85,10 +84,7 @@ fn new_group_id(shard: &Shard) -> Result<u64, chat_storage::StorageError> {
     let mut rng = rand::thread_rng();
     loop {
         let id: u64 = rng.gen();
-        if id != 0
-            && shard_of_group(id, shard.shards) == shard.id
-            && !shard.groups.exists(shard, id)?
-        {
+        if id != 0 && shard.place.group(id) == shard.id && !shard.groups.exists(shard, id)? {
             return Ok(id);
         }
     }

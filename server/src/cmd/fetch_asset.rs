@@ -11,7 +11,6 @@ use chat_protocol::ErrorCode;
 use chat_storage::Grantee;
 
 use crate::request::{Fetch, Request};
-use crate::routing::shard_of_asset;
 use crate::shard::{Reply, Shard, ShardMsg};
 
 const NOT_FOUND: &str = "no such asset";
@@ -22,7 +21,7 @@ pub fn run(shard: &Rc<Shard>, reply: Reply, me: u64, mut fetch: Fetch) {
             return shard.fail(reply, ErrorCode::AssetNotFound, NOT_FOUND);
         }
         fetch.member_checked = true;
-        let dest = shard_of_asset(&fetch.asset_id, shard.shards);
+        let dest = shard.place.asset(&fetch.asset_id);
         let req = Request::FetchAsset(fetch);
         let user = Some(me);
         return shard.dispatch(dest, ShardMsg::Request { reply, user, req });

@@ -10,7 +10,6 @@ use chat_protocol::ErrorCode;
 
 use crate::receipts;
 use crate::request::Conversation;
-use crate::routing::shard_of_group;
 use crate::shard::{AfterCommit, Reply, Shard, ShardMsg};
 
 pub fn run(shard: &Rc<Shard>, reply: Reply, me: u64, with: Conversation, up_to_seq: u64) {
@@ -56,7 +55,7 @@ pub fn run(shard: &Rc<Shard>, reply: Reply, me: u64, with: Conversation, up_to_s
         // answers (`receipts::group_read_marked`), so an outsider's MarkRead changes nothing.
         Conversation::Group(group_id) => {
             shard.dispatch(
-                shard_of_group(group_id, shard.shards),
+                shard.place.group(group_id),
                 ShardMsg::GroupProgress {
                     group_id,
                     member: me,

@@ -10,7 +10,6 @@ use rand::Rng;
 use crate::auth;
 use crate::clock::Clock;
 use crate::request::Secret;
-use crate::routing::shard_of_user;
 use crate::runtime;
 use crate::shard::{Reply, Shard};
 
@@ -26,8 +25,9 @@ pub fn run(shard: &Rc<Shard>, reply: Reply, username: String, password: Secret<S
             Ok(hash) => hash,
             Err(e) => return shard.internal(reply, &e),
         };
-        let user_id = match new_user_id(&shard) {
-            Ok(id) => id,
+        let user_id = match new_user_id(&shard, &username) {
+            Ok(Some(id)) => id,
+            Ok(None) => return shard.internal(reply, &"no user id fits: the slot moved"),
             Err(e) => return shard.internal(reply, &e),
         };
         let record = UserRecord {
@@ -53,13 +53,21 @@ fn taken(shard: &Rc<Shard>, reply: Reply) {
     shard.fail(reply, ErrorCode::UsernameTaken, "username is taken");
 }
 
-/// A random unused id that lives on this shard, so the username and the user share a shard.
-fn new_user_id(shard: &Shard) -> Result<u64, StorageError> {
+/// A random unused id that lives on this shard, so the username and the user share a shard
+/// (and, in a cluster, a slot: they move together).
+fn new_user_id(shard: &Shard, username: &str) -> Result<Option<u64>, StorageError> {
     let mut rng = rand::thread_rng();
-    loop {
+    // A few thousand draws on average (1 in slots x shards fits); the bound only matters
+    // if the slot moved away meanwhile.
+    for _ in 0..10_000_000 {
         let id: u64 = rng.gen();
-        if id != 0 && shard_of_user(id, shard.shards) == shard.id && !shard.store.user_exists(id)? {
-            return Ok(id);
+        if id != 0
+            && shard.place.user(id) == shard.id
+            && shard.place.same_slot(id, username)
+            && !shard.store.user_exists(id)?
+        {
+            return Ok(Some(id));
         }
     }
+    Ok(None)
 }

@@ -9,7 +9,6 @@ use chat_protocol::pb::{self, envelope::Body};
 use sha2::{Digest, Sha256};
 
 use crate::clock::Clock;
-use crate::routing::shard_of_token;
 use crate::shard::{Reply, Shard, ShardMsg};
 
 pub fn run(shard: &Rc<Shard>, reply: Reply, me: u64, platform: pb::PushPlatform, token: String) {
@@ -20,7 +19,7 @@ pub fn run(shard: &Rc<Shard>, reply: Reply, me: u64, platform: pb::PushPlatform,
         Ok(()) => {
             // One user per token: the token's shard takes it from anyone who had it.
             let token_hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-            let dest = shard_of_token(&token_hash, shard.shards);
+            let dest = shard.place.token(&token_hash);
             let user = me;
             let claim = ShardMsg::PushTokenClaimed {
                 token_hash,

@@ -8,11 +8,10 @@ use chat_protocol::ErrorCode;
 use super::login::failed;
 use crate::auth;
 use crate::devices;
-use crate::routing::shard_of_user;
 use crate::shard::{Auth, Reply, Shard};
 
 pub fn run(shard: &Rc<Shard>, reply: Reply, token: &[u8]) {
-    let claimed = auth::token_user(token).filter(|&u| shard_of_user(u, shard.shards) == shard.id);
+    let claimed = auth::token_user(token).filter(|&u| shard.place.user(u) == shard.id);
     let Some(claimed) = claimed else {
         return failed(shard, reply, ErrorCode::BadCredentials, "unknown token");
     };

@@ -13,7 +13,6 @@ use chat_protocol::ErrorCode;
 use crate::changes;
 use crate::lists;
 use crate::request::{Conversation, Send};
-use crate::routing::shard_of_user;
 use crate::shard::{AfterCommit, Reply, Shard, ShardMsg};
 
 /// Runs on the recipient's shard.
@@ -72,7 +71,7 @@ pub fn run(shard: &Rc<Shard>, reply: Reply, sender: u64, send: Send) {
     // A sender of this shard shares the history entry just staged (history is keyed by
     // conversation): one copy, one commit, then the ack. The "sent" event for the
     // sender's devices goes into the same commit.
-    let sender_recorded = shard_of_user(sender, shard.shards) == shard.id;
+    let sender_recorded = shard.place.user(sender) == shard.id;
     let sent_event = if sender_recorded && !appended.duplicate {
         match stage_sent_event(shard, &stored) {
             Ok(event) => event,
@@ -127,7 +126,7 @@ pub fn durable_for_recipient(
         return durable_for_sender(shard, reply, &msg, duplicate);
     }
     shard.dispatch(
-        shard_of_user(msg.from_user_id, shard.shards),
+        shard.place.user(msg.from_user_id),
         ShardMsg::Stored {
             reply,
             msg,

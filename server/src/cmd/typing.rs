@@ -9,7 +9,6 @@ use chat_protocol::ErrorCode;
 
 use crate::presence;
 use crate::request::Conversation;
-use crate::routing::users_by_shard;
 use crate::shard::{Reply, Shard, ShardMsg};
 
 pub fn run(shard: &Rc<Shard>, reply: Reply, me: u64, with: Conversation, typing: bool) {
@@ -28,7 +27,7 @@ pub fn run(shard: &Rc<Shard>, reply: Reply, me: u64, with: Conversation, typing:
                 Err((code, msg)) => return shard.fail(reply, code, msg),
             };
             let others = group.members.iter().map(|m| m.user_id).filter(|&u| u != me);
-            for (dest, members) in users_by_shard(others, shard.shards) {
+            for (dest, members) in shard.place.users_by_dest(others) {
                 shard.dispatch(
                     dest,
                     ShardMsg::TypingFanout {

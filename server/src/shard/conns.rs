@@ -48,7 +48,7 @@ impl Shard {
         }
         if let Some(user) = entry.and_then(|e| e.user.get()) {
             self.dispatch(
-                shard_of_user(user, self.shards),
+                self.place.user(user),
                 ShardMsg::SessionClosed { user, conn },
             );
         }
@@ -106,7 +106,7 @@ impl Shard {
                     id: conn_id,
                 };
                 self.dispatch(
-                    shard_of_user(user, self.shards),
+                    self.place.user(user),
                     ShardMsg::SessionClosed { user, conn },
                 );
             }
@@ -222,29 +222,29 @@ impl Shard {
                 return;
             }
             (Request::Register { username, .. } | Request::Login { username, .. }, _) => {
-                shard_of_username(username, self.shards)
+                self.place.username(username)
             }
             (Request::Resume { token }, _) => crate::auth::token_user(token.expose())
-                .map(|u| shard_of_user(u, self.shards))
+                .map(|u| self.place.user(u))
                 .unwrap_or(self.id),
             (_, None) => {
                 return reject(ErrorCode::Unauthenticated, "log in (Login or Resume) first")
             }
-            (Request::Lookup { username }, Some(_)) => shard_of_username(username, self.shards),
-            (Request::GetUser { user_id }, Some(_)) => shard_of_user(*user_id, self.shards),
+            (Request::Lookup { username }, Some(_)) => self.place.username(username),
+            (Request::GetUser { user_id }, Some(_)) => self.place.user(*user_id),
             // Media is checked and shared on the asset's shard first (`cmd::share_media`).
             (Request::Send(send), Some(_)) => match &send.media {
-                Some(a) if a.media.is_none() => shard_of_asset(&a.asset_id, self.shards),
-                _ => shard_of_user(send.to_user_id, self.shards),
+                Some(a) if a.media.is_none() => self.place.asset(&a.asset_id),
+                _ => self.place.user(send.to_user_id),
             },
             (Request::SendGroup(send), Some(_)) => match &send.media {
-                Some(a) if a.media.is_none() => shard_of_asset(&a.asset_id, self.shards),
-                _ => shard_of_group(send.group_id, self.shards),
+                Some(a) if a.media.is_none() => self.place.asset(&a.asset_id),
+                _ => self.place.group(send.group_id),
             },
             // Fetching media seen in a group: the group's shard checks membership first.
             (Request::FetchAsset(fetch), Some(_)) => match fetch.group {
-                Some(group_id) if !fetch.member_checked => shard_of_group(group_id, self.shards),
-                _ => shard_of_asset(&fetch.asset_id, self.shards),
+                Some(group_id) if !fetch.member_checked => self.place.group(group_id),
+                _ => self.place.asset(&fetch.asset_id),
             },
             (
                 Request::Sync { .. }
@@ -269,7 +269,7 @@ impl Shard {
                 | Request::RemoveContact { .. }
                 | Request::ListContacts,
                 Some(me),
-            ) => shard_of_user(me, self.shards),
+            ) => self.place.user(me),
             // A 1:1 message's change starts where the caller's copy of it is; a group's where
             // the group's log is.
             (
@@ -278,17 +278,17 @@ impl Shard {
                 | Request::React { target, .. },
                 Some(me),
             ) => match target.with {
-                Conversation::User(_) => shard_of_user(me, self.shards),
-                Conversation::Group(group_id) => shard_of_group(group_id, self.shards),
+                Conversation::User(_) => self.place.user(me),
+                Conversation::Group(group_id) => self.place.group(group_id),
             },
             // The user's shard says whether they exist, then the caller's keeps the list.
             (Request::Block { user_id, .. } | Request::AddContact { user_id, .. }, Some(_)) => {
-                shard_of_user(*user_id, self.shards)
+                self.place.user(*user_id)
             }
             (Request::Logout, Some(me)) => self.logging_out(entry, reply.conn, me),
             (Request::SubscribePresence { user_ids }, Some(me)) => {
                 entry.watching.borrow_mut().extend(user_ids.iter().copied());
-                shard_of_user(me, self.shards)
+                self.place.user(me)
             }
             (
                 Request::Typing {
@@ -296,7 +296,7 @@ impl Shard {
                     ..
                 },
                 Some(_),
-            ) => shard_of_user(*peer, self.shards),
+            ) => self.place.user(*peer),
             // A new group lives on the shard that creates it.
             (Request::CreateGroup { .. }, Some(_)) => self.id,
             (
@@ -315,7 +315,7 @@ impl Shard {
                     ..
                 },
                 Some(_),
-            ) => shard_of_group(*group_id, self.shards),
+            ) => self.place.group(*group_id),
         };
         if matches!(req, Request::Login { .. } | Request::Resume { .. }) {
             entry.login_pending.set(true);

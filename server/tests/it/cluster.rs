@@ -23,7 +23,7 @@ use futures_lite::StreamExt;
 const SLOTS: u32 = 1024;
 
 /// One cluster test at a time: each runs six processes on a 2-core machine.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+pub(crate) static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -34,7 +34,7 @@ fn free_port() -> u16 {
 }
 
 /// A nats-server 2.10 or newer, or `None` (and a line saying why the test is skipped).
-fn nats_server() -> Option<PathBuf> {
+pub(crate) fn nats_server() -> Option<PathBuf> {
     let candidates = std::env::var_os("CHATD_NATS_SERVER")
         .map(PathBuf::from)
         .into_iter()
@@ -68,14 +68,14 @@ fn nats_server() -> Option<PathBuf> {
 }
 
 /// Three nats-server processes with JetStream in one NATS cluster, on loopback.
-struct Nats {
+pub(crate) struct Nats {
     _dir: tempfile::TempDir,
     servers: Vec<Option<Child>>,
     ports: Vec<u16>,
 }
 
 impl Nats {
-    fn start(binary: &Path, n: usize) -> Self {
+    pub(crate) fn start(binary: &Path, n: usize) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let routes: Vec<u16> = (0..n).map(|_| free_port()).collect();
@@ -109,7 +109,7 @@ impl Nats {
         }
     }
 
-    fn urls(&self) -> String {
+    pub(crate) fn urls(&self) -> String {
         self.ports
             .iter()
             .map(|p| format!("nats://127.0.0.1:{p}"))
@@ -118,7 +118,7 @@ impl Nats {
     }
 
     /// kill -9 of server `i` (named `nats-<i>`).
-    fn kill(&mut self, i: usize) {
+    pub(crate) fn kill(&mut self, i: usize) {
         if let Some(mut child) = self.servers[i].take() {
             child.kill().unwrap();
             child.wait().unwrap();
@@ -135,20 +135,27 @@ impl Drop for Nats {
 }
 
 /// A chatd process that is a node of the cluster.
-struct Node {
-    name: String,
-    dir: tempfile::TempDir,
+pub(crate) struct Node {
+    pub(crate) name: String,
+    pub(crate) dir: tempfile::TempDir,
     child: Option<Child>,
     metrics: SocketAddr,
+    /// Where clients connect.
+    pub(crate) listen: String,
 }
 
 impl Node {
-    fn start(name: &str, nats: &Nats) -> Self {
+    pub(crate) fn start(name: &str, nats: &Nats) -> Self {
         Self::start_with(name, nats, "")
     }
 
     /// A node whose `--config` file holds `toml`.
     fn start_with(name: &str, nats: &Nats, toml: &str) -> Self {
+        Self::start_args(name, nats, toml, &[])
+    }
+
+    /// A node whose `--config` file holds `toml`, with more command-line `args`.
+    pub(crate) fn start_args(name: &str, nats: &Nats, toml: &str, args: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("chatd.toml");
         std::fs::write(&config, toml).unwrap();
@@ -168,6 +175,7 @@ impl Node {
             ])
             .args(["--shards", "1", "--no-pin", "--log", "info"])
             .args(["--nats", &nats.urls(), "--node", name])
+            .args(args)
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
@@ -177,10 +185,11 @@ impl Node {
             dir,
             child: Some(child),
             metrics,
+            listen,
         }
     }
 
-    fn kill_9(&mut self) {
+    pub(crate) fn kill_9(&mut self) {
         if let Some(mut child) = self.child.take() {
             child.kill().unwrap();
             child.wait().unwrap();
@@ -213,7 +222,7 @@ impl Node {
         assert!(status.success());
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("chatd.log")).unwrap_or_default()
     }
 
@@ -234,7 +243,7 @@ impl Node {
     }
 
     /// The value of an unlabelled metric.
-    fn metric(&self, name: &str) -> Option<f64> {
+    pub(crate) fn metric(&self, name: &str) -> Option<f64> {
         let (_, body) = self.get("/metrics")?;
         body.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
@@ -260,7 +269,7 @@ struct Slot {
 
 /// The cluster's state as JetStream holds it.
 #[derive(Debug, Default)]
-struct Snapshot {
+pub(crate) struct Snapshot {
     /// Node name -> incarnation, for every lease.
     leases: BTreeMap<String, String>,
     /// Every slot key present.
@@ -390,7 +399,7 @@ fn utc_now() -> String {
 
 /// Ok when the buckets show exactly `live` holding leases and every slot owned, once, by
 /// its rendezvous target among them, in the incarnation that holds the lease.
-fn converged(urls: &str, live: &[&str]) -> Result<Snapshot, String> {
+pub(crate) fn converged(urls: &str, live: &[&str]) -> Result<Snapshot, String> {
     let snapshot = read_cluster(urls)?;
     let names: Vec<&str> = snapshot.leases.keys().map(String::as_str).collect();
     if names != live {
@@ -419,7 +428,7 @@ fn converged(urls: &str, live: &[&str]) -> Result<Snapshot, String> {
 
 /// Polls `check` until it holds; panics after `limit` with its last complaint and the
 /// nodes' logs.
-fn wait_for<T>(
+pub(crate) fn wait_for<T>(
     limit: Duration,
     nodes: &[&Node],
     mut check: impl FnMut() -> Result<T, String>,
@@ -442,7 +451,7 @@ fn wait_for<T>(
 }
 
 /// Every node is ready and its metrics count exactly its rendezvous share as owned.
-fn nodes_agree(nodes: &[&Node], live: &[&str]) -> Result<(), String> {
+pub(crate) fn nodes_agree(nodes: &[&Node], live: &[&str]) -> Result<(), String> {
     for node in nodes {
         if !node.healthy() {
             return Err(format!(

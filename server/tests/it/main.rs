@@ -7,6 +7,7 @@ mod bad_input;
 mod blocking;
 mod changes;
 mod cluster;
+mod cluster_mesh;
 mod crash;
 mod devices;
 mod failover;

@@ -1,0 +1,163 @@
+//! Users homed on different nodes, connected to yet other nodes: every request crosses the
+//! mesh between nodes (NATS) and behaves as on one node. Three nats-server processes and
+//! three chatd nodes, as in `cluster.rs`, sharing one TLS identity.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use chat_client::{pb, Connection};
+use chat_server::cluster::rendezvous;
+use chat_server::routing::fnv1a64;
+
+use crate::cluster::{converged, nats_server, nodes_agree, wait_for, Nats, Node, ONE_AT_A_TIME};
+use crate::support::{next_event, next_message, password};
+
+const SLOTS: u32 = 1024;
+const NODES: [&str; 3] = ["a", "b", "c"];
+
+/// A username whose slot (and so the account) lives on `node` of a, b and c.
+fn name_homed_on(prefix: &str, node: &str) -> String {
+    (0..)
+        .map(|i| format!("{prefix}{i}"))
+        .find(|n| {
+            let slot = rendezvous::slot_of(fnv1a64(n.as_bytes()), SLOTS);
+            rendezvous::target(slot, NODES) == Some(node)
+        })
+        .unwrap()
+}
+
+/// Node a, then b and c with a's certificate: one CA file works against every node.
+fn start_cluster(nats: &Nats) -> (Vec<Node>, PathBuf) {
+    let a = Node::start("a", nats);
+    let tls = a.dir.path().join("tls");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !tls.join("server.key").exists() || !tls.join("ca.pem").exists() {
+        assert!(Instant::now() < deadline, "a wrote no certificate");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The files are written one after the other: give the last one its bytes.
+    std::thread::sleep(Duration::from_millis(200));
+    let (cert, key) = (tls.join("server.pem"), tls.join("server.key"));
+    let args = [
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ];
+    let b = Node::start_args("b", nats, "", &args);
+    let c = Node::start_args("c", nats, "", &args);
+    let nodes = vec![a, b, c];
+    let refs: Vec<&Node> = nodes.iter().collect();
+    wait_for(Duration::from_secs(90), &refs, || {
+        converged(&nats.urls(), &NODES)
+    });
+    wait_for(Duration::from_secs(30), &refs, || {
+        nodes_agree(&refs, &NODES)
+    });
+    (nodes, tls.join("ca.pem"))
+}
+
+fn register_and_login(node: &Node, ca: &Path, name: &str) -> (Connection, pb::LoggedIn) {
+    let conn = Connection::connect(&node.listen, ca).unwrap();
+    conn.register(name, &password(name)).unwrap();
+    let login = conn.login(name, &password(name)).unwrap();
+    (conn, login)
+}
+
+fn mesh_total(nodes: &[Node], metric: &str) -> f64 {
+    nodes.iter().map(|n| n.metric(metric).unwrap_or(0.0)).sum()
+}
+
+#[test]
+fn users_homed_on_other_nodes_chat_through_any_node() {
+    let Some(binary) = nats_server() else { return };
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let nats = Nats::start(&binary, 3);
+    let (nodes, ca) = start_cluster(&nats);
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+
+    // Each user connects to a node that is not their home.
+    let (alice_name, bob_name, carol_name) = (
+        name_homed_on("alice", "a"),
+        name_homed_on("bob", "b"),
+        name_homed_on("carol", "c"),
+    );
+    let (alice, alice_in) = register_and_login(b, &ca, &alice_name);
+    let (bob, bob_in) = register_and_login(c, &ca, &bob_name);
+    let (carol, carol_in) = register_and_login(a, &ca, &carol_name);
+    assert_eq!(alice.lookup(&bob_name).unwrap(), bob_in.user_id);
+    alice.sync(None).unwrap();
+    bob.sync(None).unwrap();
+    carol.sync(None).unwrap();
+
+    // 1:1 with its delivery receipt.
+    let ack = alice
+        .send_message(bob_in.user_id, "hello across nodes")
+        .unwrap();
+    let got = next_message(&bob);
+    assert_eq!(got.text, "hello across nodes");
+    assert_eq!(got.from_user_id, alice_in.user_id);
+    assert_eq!(got.seq, ack.seq);
+    bob.ack(got.seq).unwrap();
+    let receipt = loop {
+        match next_event(&alice).kind {
+            Some(pb::event::Kind::Receipt(r)) => break r,
+            Some(pb::event::Kind::Sent(_)) => {}
+            other => panic!("expected a receipt, got {other:?}"),
+        }
+    };
+    assert_eq!(receipt.by_user_id, bob_in.user_id);
+
+    // History, from the recipient's side.
+    let page = bob.history(alice_in.user_id, 0, 10).unwrap();
+    assert!(
+        page.messages.iter().any(|m| m.text == "hello across nodes"),
+        "{page:?}"
+    );
+
+    // A group of the three: every member gets the message, whoever's node has the group.
+    let group = alice
+        .create_group("three nodes", &[bob_in.user_id, carol_in.user_id])
+        .unwrap();
+    alice
+        .send_group_message(group.group_id, 1, "to the group")
+        .unwrap();
+    for member in [&bob, &carol] {
+        let m = loop {
+            match next_event(member).kind {
+                Some(pb::event::Kind::Message(m)) => break m,
+                Some(pb::event::Kind::GroupChange(_)) => {}
+                other => panic!("expected the group message, got {other:?}"),
+            }
+        };
+        assert_eq!(
+            (m.group_id, m.text.as_str()),
+            (group.group_id, "to the group")
+        );
+    }
+
+    // Presence of a user of another node, as seen through a third.
+    let presence = carol.subscribe_presence(&[alice_in.user_id]).unwrap();
+    assert!(presence[0].online, "{presence:?}");
+
+    // Resume on another node with the token bob got on c.
+    let again = Connection::connect(&a.listen, &ca).unwrap();
+    let resumed = again.resume(&bob_in.token).unwrap();
+    assert_eq!(resumed.user_id, bob_in.user_id);
+    again.sync(None).unwrap();
+    alice.send_message(bob_in.user_id, "after resume").unwrap();
+    // What bob had not acked (the group's creation and message) comes first.
+    loop {
+        match next_event(&again).kind {
+            Some(pb::event::Kind::Message(m)) if m.text == "after resume" => break,
+            Some(pb::event::Kind::Message(_) | pb::event::Kind::GroupChange(_)) => {}
+            other => panic!("expected bob's backlog, got {other:?}"),
+        }
+    }
+
+    let sent = mesh_total(&nodes, "chatd_cluster_mesh_messages_sent_total");
+    let received = mesh_total(&nodes, "chatd_cluster_mesh_messages_received_total");
+    println!("cluster mesh: {sent} messages sent between nodes, {received} received");
+    assert!(sent > 0.0 && received > 0.0);
+    assert_eq!(mesh_total(&nodes, "chatd_cluster_mesh_dropped_total"), 0.0);
+}
