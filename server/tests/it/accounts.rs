@@ -1,14 +1,8 @@
 //! Registration, login, tokens and the authentication gate.
 
-use chat_client::{pb, ClientError};
+use chat_client::pb;
 
-use crate::support::{password, TestServer};
-
-fn code<T: std::fmt::Debug>(r: Result<T, ClientError>) -> pb::ErrorCode {
-    r.expect_err("request must fail")
-        .code()
-        .expect("a server error code")
-}
+use crate::support::{code, password, TestServer};
 
 #[test]
 fn register_login_and_reject_bad_attempts() {

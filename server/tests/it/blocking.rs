@@ -3,18 +3,12 @@
 
 use std::time::Duration;
 
-use chat_client::{pb, ClientError, Connection};
+use chat_client::{pb, Connection};
 use pb::envelope::Body;
 use pb::event::Kind;
 use pb::PresenceVisibility;
 
-use crate::support::{name_on_shard, next_event, TestServer};
-
-fn code<T: std::fmt::Debug>(r: Result<T, ClientError>) -> pb::ErrorCode {
-    r.expect_err("request must fail")
-        .code()
-        .expect("a server error code")
-}
+use crate::support::{code, name_on_shard, next_event, TestServer};
 
 /// Unsolicited pushes that arrive on `conn` within `wait`.
 fn pushes(conn: &Connection, wait: Duration) -> Vec<Body> {

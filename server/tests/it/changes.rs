@@ -3,17 +3,11 @@
 
 use std::time::Duration;
 
-use chat_client::{pb, Chat, ClientError, Connection, MediaSpec};
+use chat_client::{pb, Chat, Connection, MediaSpec};
 use pb::event::Kind;
 use pb::MessageChangeKind as K;
 
-use crate::support::{name_on_shard, next_event, TestServer};
-
-fn code<T: std::fmt::Debug>(r: Result<T, ClientError>) -> pb::ErrorCode {
-    r.expect_err("request must fail")
-        .code()
-        .expect("a server error code")
-}
+use crate::support::{code, name_on_shard, next_event, TestServer};
 
 /// The next message change on `conn` (other events are skipped).
 fn next_change(conn: &Connection) -> pb::MessageChange {

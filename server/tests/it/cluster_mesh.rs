@@ -5,12 +5,12 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use chat_client::{pb, Connection};
+use chat_client::{pb, Connection, MediaSpec};
 use chat_server::cluster::rendezvous;
 use chat_server::routing::fnv1a64;
 
 use crate::cluster::{converged, nats_server, nodes_agree, wait_for, Nats, Node, ONE_AT_A_TIME};
-use crate::support::{next_event, next_message, password};
+use crate::support::{code, next_event, next_message, password};
 
 const SLOTS: u32 = 1024;
 const NODES: [&str; 3] = ["a", "b", "c"];
@@ -113,6 +113,30 @@ fn users_homed_on_other_nodes_chat_through_any_node() {
     assert!(
         page.messages.iter().any(|m| m.text == "hello across nodes"),
         "{page:?}"
+    );
+
+    // An image uploaded through one node, its asset on whichever node its id's slot names,
+    // sent to a user of a second node and fetched through a third; nobody else may fetch it.
+    let image: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let spec = MediaSpec {
+        kind: pb::MediaKind::Image,
+        mime_type: "image/png".into(),
+        width: 10,
+        height: 10,
+        ..Default::default()
+    };
+    let media = alice.upload(&image, &spec).unwrap();
+    alice
+        .send_media(bob_in.user_id, &media, "a picture")
+        .unwrap();
+    let got = next_message(&bob);
+    assert_eq!(got.text, "a picture");
+    let attached = got.media.expect("the message carries the image");
+    assert_eq!(bob.fetch_asset(&attached, 0).unwrap(), image);
+    bob.ack(got.seq).unwrap();
+    assert_eq!(
+        code(carol.fetch_asset(&attached, 0)),
+        pb::ErrorCode::AssetNotFound
     );
 
     // A group of the three: every member gets the message, whoever's node has the group.

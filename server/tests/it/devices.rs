@@ -3,16 +3,10 @@
 
 use std::time::Duration;
 
-use chat_client::{pb, ClientError, Connection};
+use chat_client::{pb, Connection};
 use pb::event::Kind;
 
-use crate::support::{name_on_shard, next_event, password, TestServer};
-
-fn code<T: std::fmt::Debug>(r: Result<T, ClientError>) -> pb::ErrorCode {
-    r.expect_err("request must fail")
-        .code()
-        .expect("a server error code")
-}
+use crate::support::{code, name_on_shard, next_event, password, TestServer};
 
 /// The next event that is not a receipt.
 fn next_non_receipt(conn: &Connection) -> pb::Event {

@@ -6,14 +6,7 @@ use std::time::Duration;
 use chat_client::{pb, Connection};
 use pb::{event::Kind, ErrorCode, GroupRole};
 
-use crate::support::{name_on_shard, next_event, password, seed_users, TestServer};
-
-fn code(r: chat_client::Result<impl std::fmt::Debug>) -> ErrorCode {
-    match r {
-        Ok(v) => panic!("expected an error, got {v:?}"),
-        Err(e) => e.code().expect("a server error code"),
-    }
-}
+use crate::support::{code, name_on_shard, next_event, password, seed_users, TestServer};
 
 fn members(g: &pb::Group) -> Vec<(u64, GroupRole)> {
     let mut m: Vec<_> = g.members.iter().map(|m| (m.user_id, m.role())).collect();

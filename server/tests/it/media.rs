@@ -1,10 +1,10 @@
 //! Images, voice notes and files: chunked resumable uploads, media messages, fetches and
 //! who may make them.
 
-use chat_client::{pb, ClientError, MediaSpec};
+use chat_client::{pb, MediaSpec};
 use rand::RngCore;
 
-use crate::support::{next_message, TestServer};
+use crate::support::{code, next_message, TestServer};
 
 fn random_bytes(n: usize) -> Vec<u8> {
     let mut data = vec![0u8; n];
@@ -30,12 +30,6 @@ fn voice() -> MediaSpec {
         duration_ms: 4200,
         ..Default::default()
     }
-}
-
-fn code<T: std::fmt::Debug>(r: Result<T, ClientError>) -> pb::ErrorCode {
-    r.expect_err("the server refuses")
-        .code()
-        .expect("a server error")
 }
 
 #[test]

@@ -8,13 +8,7 @@ use chat_client::{pb, ClientError, Connection, MediaSpec};
 use pb::envelope::Body;
 use pb::ErrorCode;
 
-use crate::support::{name_on_shard, next_event, TestServer};
-
-fn code<T: std::fmt::Debug>(r: Result<T, ClientError>) -> ErrorCode {
-    r.expect_err("the server refuses")
-        .code()
-        .expect("a server error code")
-}
+use crate::support::{code, name_on_shard, next_event, TestServer};
 
 /// A new connection that tries to resume with `token`.
 fn resume(server: &TestServer, token: &[u8]) -> Result<pb::LoggedIn, ClientError> {

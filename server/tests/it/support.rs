@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
-use chat_client::{pb, Connection};
+use chat_client::{pb, ClientError, Connection};
 use chat_server::{Config, ServerHandle};
 
 /// glommio locks memory per executor and the process limit is small: cap live servers.
@@ -303,4 +303,12 @@ pub fn seed_users(
             (name, user_id)
         })
         .collect()
+}
+
+/// The error code of a request that must fail with an error from the server.
+pub fn code<T: std::fmt::Debug>(r: Result<T, ClientError>) -> pb::ErrorCode {
+    match r {
+        Ok(v) => panic!("the request must fail, got {v:?}"),
+        Err(e) => e.code().expect("a server error code"),
+    }
 }
