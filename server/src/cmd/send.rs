@@ -54,7 +54,7 @@ pub fn run(shard: &Rc<Shard>, reply: Reply, sender: u64, send: Send) {
         to_user_id: send.to_user_id,
         client_msg_id: send.client_msg_id,
         seq: 0,
-        timestamp_us: shard.clock.next(),
+        timestamp_us: shard.clock.next_message(sender, send.to_user_id),
         text: send.text,
         group_id: 0,
         reply_to_us: send.reply_to_us.unwrap_or(0),
