@@ -2,6 +2,6 @@
 //! `protocol/proto/mesh.proto`) and a shard's end of the link (`link`). The NATS side of the
 //! link runs on the cluster thread (`crate::cluster::mesh`).
 
-pub mod link;
+pub(crate) mod link;
 mod request;
 pub mod wire;
