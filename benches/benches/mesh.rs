@@ -3,37 +3,13 @@
 //! publishes them (one batch per destination shard per loop round). The NATS hop itself is
 //! not in it (docs/BENCHMARKS.md, "Cluster", measures the whole path).
 
-use chat_protocol::envelope;
+use chat_benches::message_push;
 use chat_protocol::mesh::MeshBatch;
-use chat_protocol::pb::{self, envelope::Body};
 use chat_server::mesh::wire::{self, Addresses};
 use chat_server::placement::NodeAddrs;
-use chat_server::shard::{Auth, ConnRef, ShardMsg};
+use chat_server::shard::ShardMsg;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use prost::Message as _;
-
-fn push(conn_shard: usize, seq: u64) -> ShardMsg {
-    let event = pb::Event {
-        seq,
-        kind: Some(pb::event::Kind::Message(pb::Message {
-            from_user_id: 7,
-            to_user_id: 8,
-            client_msg_id: seq,
-            seq,
-            timestamp_us: seq,
-            text: "x".repeat(100),
-            ..Default::default()
-        })),
-    };
-    ShardMsg::ToConn {
-        conn: ConnRef {
-            shard: conn_shard,
-            id: seq,
-        },
-        auth: Auth::Unchanged,
-        env: envelope(0, Body::Event(event)),
-    }
-}
 
 fn encode_batch(msgs: Vec<ShardMsg>, a: &NodeAddrs) -> Vec<u8> {
     MeshBatch {
@@ -57,13 +33,13 @@ fn mesh(c: &mut Criterion) {
             &batch,
             |bench, &n| {
                 bench.iter_batched(
-                    || (0..n).map(|s| push(on_b, s)).collect::<Vec<_>>(),
+                    || (0..n).map(|s| message_push(on_b, s)).collect::<Vec<_>>(),
                     |msgs| encode_batch(msgs, &a),
                     criterion::BatchSize::SmallInput,
                 )
             },
         );
-        let bytes = encode_batch((0..batch).map(|s| push(on_b, s)).collect(), &a);
+        let bytes = encode_batch((0..batch).map(|s| message_push(on_b, s)).collect(), &a);
         g.bench_with_input(
             BenchmarkId::new("decode_push", batch),
             &bytes,

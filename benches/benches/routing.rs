@@ -4,35 +4,12 @@
 
 use std::time::{Duration, Instant};
 
-use chat_protocol::envelope;
-use chat_protocol::pb::{self, envelope::Body};
+use chat_benches::message_push;
 use chat_server::routing::shard_of_user;
-use chat_server::shard::{Auth, ConnRef, ShardMsg};
+use chat_server::shard::ShardMsg;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use glommio::channels::shared_channel;
 use glommio::{LocalExecutorBuilder, Placement};
-
-fn push(seq: u64) -> ShardMsg {
-    let event = pb::Event {
-        seq,
-        kind: Some(pb::event::Kind::Message(pb::Message {
-            media: None,
-            from_user_id: 7,
-            to_user_id: 8,
-            client_msg_id: seq,
-            seq,
-            timestamp_us: seq,
-            text: "x".repeat(100),
-            group_id: 0,
-            ..Default::default()
-        })),
-    };
-    ShardMsg::ToConn {
-        conn: ConnRef { shard: 1, id: seq },
-        auth: Auth::Unchanged,
-        env: envelope(0, Body::Event(event)),
-    }
-}
 
 /// Moves `messages` pushes from one executor to another in batches of `batch`; returns the
 /// time from the first send to the last receive.
@@ -58,7 +35,7 @@ fn transfer(messages: u64, batch: u64) -> Duration {
             let mut seq = 0u64;
             while seq < messages {
                 let n = batch.min(messages - seq);
-                let b: Vec<ShardMsg> = (seq..seq + n).map(push).collect();
+                let b: Vec<ShardMsg> = (seq..seq + n).map(|seq| message_push(1, seq)).collect();
                 seq += n;
                 if tx.send(b).await.is_err() {
                     break;

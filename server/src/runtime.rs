@@ -464,13 +464,7 @@ async fn run_shard(seed: ShardSeed) {
                 }
             }
         }));
-        let sweeping = shard.clone();
-        services.push(glommio::spawn_local(async move {
-            loop {
-                glommio::timer::sleep(DEPARTED_SWEEP).await;
-                sweeping.forget_departed_nodes();
-            }
-        }));
+        services.push(every(&shard, DEPARTED_SWEEP, |s| s.forget_departed_nodes()));
         let receiving = shard.clone();
         let (addrs, from_nodes, metrics) = (mesh.addrs, mesh.from_nodes, mesh.metrics);
         services.push(glommio::spawn_local(async move {
@@ -504,21 +498,11 @@ async fn run_shard(seed: ShardSeed) {
     }));
     // Login and idle timeouts.
     if shard.limits.login_timeout.is_some() || shard.limits.idle_timeout.is_some() {
-        let sweeping = shard.clone();
-        services.push(glommio::spawn_local(async move {
-            loop {
-                glommio::timer::sleep(TIMEOUT_SWEEP).await;
-                sweeping.sweep_timeouts();
-            }
-        }));
+        services.push(every(&shard, TIMEOUT_SWEEP, |s| s.sweep_timeouts()));
     }
-    let persisting = shard.clone();
-    services.push(glommio::spawn_local(async move {
-        loop {
-            glommio::timer::sleep(CURSOR_PERSIST).await;
-            if let Err(e) = persisting.store.persist_cursors() {
-                tracing::error!(shard = persisting.id, "writing ack cursors: {e}");
-            }
+    services.push(every(&shard, CURSOR_PERSIST, |s| {
+        if let Err(e) = s.store.persist_cursors() {
+            tracing::error!(shard = s.id, "writing ack cursors: {e}");
         }
     }));
     // Uploads abandoned for a day.
@@ -559,6 +543,21 @@ async fn run_shard(seed: ShardSeed) {
         tracing::error!(shard = seed.id, "flush on shutdown failed: {e}");
     }
     tracing::info!(shard = seed.id, "shard stopped");
+}
+
+/// A task that calls `tick` on the shard once every `period`, the first time after one.
+fn every(
+    shard: &Rc<Shard>,
+    period: Duration,
+    tick: impl Fn(&Rc<Shard>) + 'static,
+) -> glommio::Task<()> {
+    let shard = shard.clone();
+    glommio::spawn_local(async move {
+        loop {
+            glommio::timer::sleep(period).await;
+            tick(&shard);
+        }
+    })
 }
 
 fn open_store(
