@@ -35,22 +35,6 @@ pub fn shard_of_username(username: &str, shards: usize) -> usize {
     (fnv1a64(username.as_bytes()) % shards as u64) as usize
 }
 
-/// `users` grouped by the shard that owns them, in their order: what one batch per
-/// destination shard carries.
-pub fn users_by_shard(
-    users: impl IntoIterator<Item = u64>,
-    shards: usize,
-) -> std::collections::HashMap<usize, Vec<u64>> {
-    let mut by_shard: std::collections::HashMap<usize, Vec<u64>> = Default::default();
-    for user in users {
-        by_shard
-            .entry(shard_of_user(user, shards))
-            .or_default()
-            .push(user);
-    }
-    by_shard
-}
-
 /// splitmix64 finalizer: spreads sequential or structured ids evenly. Also the cluster's
 /// slot and rendezvous hashing (`cluster::rendezvous`).
 pub(crate) fn mix64(mut x: u64) -> u64 {
