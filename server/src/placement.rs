@@ -137,7 +137,7 @@ impl Placement {
         match map.serving(map.slot_of(slot_id)) {
             Some(node) if node != map.node => {
                 // A lease without a shard count comes from a node that predates it: 1.
-                let shards = map.shards.get(node).copied().unwrap_or(1).max(1);
+                let shards = map.nodes.get(node).map_or(1, |n| n.shards).max(1);
                 addrs.index(node, local(shards) as u32)
             }
             _ => local(self.shards),
@@ -215,7 +215,7 @@ fn head(id: &[u8]) -> u64 {
 mod tests {
     #![allow(clippy::unwrap_used)] // reason: test code
     use super::*;
-    use crate::cluster::{SlotMap, SlotView};
+    use crate::cluster::{LiveNode, SlotMap, SlotView};
 
     fn map(node: &str, owners: &[&str]) -> SlotMap {
         SlotMap {
@@ -228,9 +228,13 @@ mod tests {
                     owner_live: true,
                 })
                 .collect(),
-            shards: [("a".to_string(), 2), ("b".to_string(), 3)].into(),
+            nodes: [("a", 2), ("b", 3)]
+                .map(|(name, shards)| {
+                    let listen = String::new();
+                    (name.to_string(), LiveNode { listen, shards })
+                })
+                .into(),
             ready: true,
-            ..SlotMap::default()
         }
     }
 

@@ -41,7 +41,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 pub(crate) use metrics::ClusterMetrics;
-pub use view::{ClusterView, SlotMap, SlotView};
+pub use view::{ClusterView, LiveNode, SlotMap, SlotView};
 
 use crate::config::ClusterConfig;
 

@@ -43,7 +43,7 @@ use tokio::task::JoinSet;
 use super::metrics::ClusterMetrics;
 use super::plan::{self, LeaseState, SlotState, SlotWrite};
 use super::records::{self, ClusterRecord, Lease, Owner, SlotRecord, CONFIG_KEY};
-use super::view::{ClusterView, SlotMap, SlotView};
+use super::view::{ClusterView, LiveNode, SlotMap, SlotView};
 use super::Command;
 
 /// A lease is refreshed this many times per `lease_ttl`; a node is silent once another
@@ -873,12 +873,13 @@ impl Node {
             nodes: self
                 .leases
                 .iter()
-                .map(|(name, l)| (name.clone(), l.lease.listen.clone()))
-                .collect(),
-            shards: self
-                .leases
-                .iter()
-                .map(|(name, l)| (name.clone(), l.lease.shards as usize))
+                .map(|(name, l)| {
+                    let node = LiveNode {
+                        listen: l.lease.listen.clone(),
+                        shards: l.lease.shards as usize,
+                    };
+                    (name.clone(), node)
+                })
                 .collect(),
             slots: if self.slots_loaded { slots } else { Vec::new() },
             ready,

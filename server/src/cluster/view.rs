@@ -28,12 +28,19 @@ pub struct SlotMap {
     pub node: String,
     /// Every slot, indexed by slot number (empty until the map is loaded).
     pub slots: Vec<SlotView>,
-    /// Live nodes: name -> the address clients reach it at.
-    pub nodes: BTreeMap<String, String>,
-    /// Live nodes: name -> how many shards it runs (where a key goes within it).
-    pub shards: BTreeMap<String, usize>,
+    /// Live nodes, by name.
+    pub nodes: BTreeMap<String, LiveNode>,
     /// This node holds its lease and has loaded the whole map: its `owned` slots are its own.
     pub ready: bool,
+}
+
+/// A node that holds a lease, as its lease announces it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LiveNode {
+    /// The address clients reach it at.
+    pub listen: String,
+    /// How many shards it runs: where a key goes within it.
+    pub shards: usize,
 }
 
 impl SlotMap {
