@@ -30,6 +30,13 @@ pub mod mesh {
     pub use chat::mesh::v1::*;
 }
 
+/// Generated protobuf types of package `chat.replica.v1`: the replication log of a
+/// cluster (internal; clients never see it).
+#[allow(clippy::all, missing_docs)] // reason: generated code
+pub mod replica {
+    include!(concat!(env!("OUT_DIR"), "/chat.replica.v1.rs"));
+}
+
 pub use frame::{
     encode_frame, peek_request_id, FrameDecoder, FrameError, DEFAULT_MAX_FRAME_BYTES,
     LENGTH_PREFIX_BYTES,

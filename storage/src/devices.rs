@@ -25,7 +25,7 @@ impl Store {
             keys::device(device.user_id, device.device_id),
             device.encode_to_vec(),
         );
-        db.write_opt(batch, &self.write_opts)?;
+        self.write_batch(&db, batch, Vec::new(), &self.write_opts)?;
         self.forget_device_count(device.user_id);
         Ok(())
     }
@@ -56,12 +56,7 @@ impl Store {
     /// were recorded), now.
     pub fn put_device(&self, device: &DeviceRecord) -> Result<()> {
         let db = self.db()?;
-        db.put_cf_opt(
-            cf_handle(&db, CF_DEVICES),
-            keys::device(device.user_id, device.device_id),
-            device.encode_to_vec(),
-            &self.write_opts,
-        )?;
+        self.put_now(&db, cf_handle(&db, CF_DEVICES), keys::device(device.user_id, device.device_id), device.encode_to_vec())?;
         self.forget_device_count(device.user_id);
         Ok(())
     }
@@ -96,7 +91,7 @@ impl Store {
         } else if !token_hash.is_empty() {
             return Err(corrupt(CF_DEVICES, "token hash is not 32 bytes"));
         }
-        db.write_opt(batch, &self.write_opts)?;
+        self.write_batch(&db, batch, Vec::new(), &self.write_opts)?;
         self.forget_device_count(user_id);
         Ok(())
     }
@@ -115,7 +110,7 @@ impl Store {
                 batch.delete_cf(cf_handle(&db, CF_TOKENS), &device.token_hash);
             }
         }
-        db.write_opt(batch, &self.write_opts)?;
+        self.write_batch(&db, batch, Vec::new(), &self.write_opts)?;
         self.forget_device_count(user_id);
         Ok(())
     }

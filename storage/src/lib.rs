@@ -19,8 +19,9 @@ mod presence;
 mod push;
 mod receipts;
 pub mod records;
+pub mod replica;
 
-use std::cell::{Ref, RefCell};
+use std::cell::{Cell, Ref, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
@@ -196,6 +197,13 @@ pub struct Store {
     group_heads: RefCell<HashMap<u64, (u64, u64)>>,
     /// Next push job id and the outbox's length.
     push_outbox: push::OutboxState,
+    /// Whether writes are kept for replication (`replica`), and those kept so far.
+    capture: Cell<bool>,
+    captured: RefCell<Vec<chat_protocol::replica::Write>>,
+    /// Range deletions staged in `pending` (a batch's iteration does not show them).
+    pending_ranges: RefCell<Vec<chat_protocol::replica::Write>>,
+    /// RocksDB's column family ids, to their index in `ALL_CFS`.
+    cf_ids: HashMap<u32, u32>,
 }
 
 impl std::fmt::Debug for Store {
@@ -285,6 +293,7 @@ impl Store {
         let cfs = cfs.collect::<Result<Vec<_>>>()?;
         let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
         migrate_history(&db)?;
+        let cf_ids = replica::cf_ids(&db);
         let mut write_opts = WriteOptions::default();
         write_opts.set_sync(durability == Durability::Fsync);
         let cursor_opts = WriteOptions::default();
@@ -306,6 +315,10 @@ impl Store {
             staged_rewrites: RefCell::default(),
             group_heads: RefCell::default(),
             push_outbox: push::OutboxState::default(),
+            capture: Cell::new(false),
+            captured: RefCell::default(),
+            pending_ranges: RefCell::default(),
+            cf_ids,
         })
     }
 
@@ -360,13 +373,9 @@ impl Store {
 
     pub fn set_meta(&self, key: &str, value: &[u8]) -> Result<()> {
         let db = self.db()?;
-        db.put_cf_opt(
-            cf_handle(&db, CF_META),
-            key.as_bytes(),
-            value,
-            &self.write_opts,
-        )?;
-        Ok(())
+        let mut batch = WriteBatch::default();
+        batch.put_cf(cf_handle(&db, CF_META), key.as_bytes(), value);
+        self.write_batch(&db, batch, Vec::new(), &self.write_opts)
     }
 
     // ---- users ----
@@ -388,8 +397,7 @@ impl Store {
             keys::user(user.user_id),
             user.encode_to_vec(),
         );
-        db.write_opt(batch, &self.write_opts)?;
-        Ok(())
+        self.write_batch(&db, batch, Vec::new(), &self.write_opts)
     }
 
     pub fn user_id_by_name(&self, username: &str) -> Result<Option<u64>> {
@@ -426,13 +434,9 @@ impl Store {
     /// Stores a session token by its hash (the token itself is never stored).
     pub fn put_token(&self, token_hash: &[u8; 32], record: &TokenRecord) -> Result<()> {
         let db = self.db()?;
-        db.put_cf_opt(
-            cf_handle(&db, CF_TOKENS),
-            token_hash,
-            record.encode_to_vec(),
-            &self.write_opts,
-        )?;
-        Ok(())
+        let mut batch = WriteBatch::default();
+        batch.put_cf(cf_handle(&db, CF_TOKENS), token_hash, record.encode_to_vec());
+        self.write_batch(&db, batch, Vec::new(), &self.write_opts)
     }
 
     pub fn token(&self, token_hash: &[u8; 32]) -> Result<Option<TokenRecord>> {
@@ -442,8 +446,9 @@ impl Store {
     /// Forgets a session token (Logout); forgetting an unknown one is not an error.
     pub fn delete_token(&self, token_hash: &[u8; 32]) -> Result<()> {
         let db = self.db()?;
-        db.delete_cf_opt(cf_handle(&db, CF_TOKENS), token_hash, &self.write_opts)?;
-        Ok(())
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(cf_handle(&db, CF_TOKENS), token_hash);
+        self.write_batch(&db, batch, Vec::new(), &self.write_opts)
     }
 
     // ---- inbox ----
@@ -604,9 +609,10 @@ impl Store {
         if batch.is_empty() {
             return Ok(());
         }
+        let ranges = std::mem::take(&mut *self.pending_ranges.borrow_mut());
         let written = self
             .db()
-            .and_then(|db| Ok(db.write_opt(batch, &self.write_opts)?));
+            .and_then(|db| self.write_batch(&db, batch, ranges, &self.write_opts));
         self.staged_sends.borrow_mut().clear();
         self.staged_group_sends.borrow_mut().clear();
         self.staged_read_markers.borrow_mut().clear();
@@ -702,12 +708,12 @@ impl Store {
                 }
             }
         }
-        let written = db.write_opt(batch, &self.cursor_opts);
+        let written = self.write_batch(&db, batch, Vec::new(), &self.cursor_opts);
         if written.is_err() {
             // Tried again next time.
             self.dirty_cursors.borrow_mut().extend(dirty);
         }
-        Ok(written?)
+        written
     }
 
     // ---- history ----

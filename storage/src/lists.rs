@@ -39,12 +39,7 @@ impl Store {
             return Err(StorageError::ListFull);
         }
         let db = self.db()?;
-        db.put_cf_opt(
-            cf_handle(&db, list.cf()),
-            keys::listed_user(owner, user),
-            now_us.to_be_bytes(),
-            &self.write_opts,
-        )?;
+        self.put_now(&db, cf_handle(&db, list.cf()), keys::listed_user(owner, user), now_us.to_be_bytes())?;
         self.empty_lists.borrow_mut().remove(&(list, owner));
         Ok(true)
     }
@@ -55,11 +50,7 @@ impl Store {
             return Ok(false);
         }
         let db = self.db()?;
-        db.delete_cf_opt(
-            cf_handle(&db, list.cf()),
-            keys::listed_user(owner, user),
-            &self.write_opts,
-        )?;
+        self.delete_now(&db, cf_handle(&db, list.cf()), keys::listed_user(owner, user))?;
         Ok(true)
     }
 

@@ -10,12 +10,7 @@ impl Store {
     /// Records when the user's last connection closed, now.
     pub fn set_last_seen(&self, user_id: u64, timestamp_us: u64) -> Result<()> {
         let db = self.db()?;
-        db.put_cf_opt(
-            cf_handle(&db, CF_LAST_SEEN),
-            keys::user(user_id),
-            timestamp_us.to_be_bytes(),
-            &self.write_opts,
-        )?;
+        self.put_now(&db, cf_handle(&db, CF_LAST_SEEN), keys::user(user_id), timestamp_us.to_be_bytes())?;
         Ok(())
     }
 

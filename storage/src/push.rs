@@ -75,7 +75,7 @@ impl Store {
             ),
             None => None,
         };
-        db.put_cf_opt(cf, token_hash, keys::user(user), &self.write_opts)?;
+        self.put_now(&db, cf, token_hash, keys::user(user))?;
         Ok(previous.filter(|&p| p != user))
     }
 
@@ -95,10 +95,10 @@ impl Store {
         let db = self.db()?;
         let cf = cf_handle(&db, CF_PUSH_TOKENS);
         if devices.is_empty() {
-            db.delete_cf_opt(cf, keys::user(user), &self.write_opts)?;
+            self.delete_now(&db, cf, keys::user(user))?;
         } else {
             let value = PushTokens { devices }.encode_to_vec();
-            db.put_cf_opt(cf, keys::user(user), value, &self.write_opts)?;
+            self.put_now(&db, cf, keys::user(user), value)?;
         }
         Ok(())
     }

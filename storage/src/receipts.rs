@@ -40,12 +40,7 @@ impl Store {
     /// Replaces a user's record (settings), now.
     pub fn put_user(&self, user: &crate::UserRecord) -> Result<()> {
         let db = self.db()?;
-        db.put_cf_opt(
-            cf_handle(&db, CF_USERS),
-            keys::user(user.user_id),
-            user.encode_to_vec(),
-            &self.write_opts,
-        )?;
+        self.put_now(&db, cf_handle(&db, CF_USERS), keys::user(user.user_id), user.encode_to_vec())?;
         Ok(())
     }
 

@@ -396,3 +396,73 @@ fn history_of_the_old_layout_is_rekeyed_by_conversation_at_open() {
         .count();
     assert_eq!(left, 2, "one entry per message");
 }
+
+#[test]
+fn captured_writes_rebuild_the_same_data_in_another_store() {
+    let (_a, primary) = store();
+    let (_b, replica) = store();
+    primary.set_capture(true);
+    primary.create_user(&user(10, "alice")).unwrap();
+    primary.create_user(&user(11, "bob")).unwrap();
+    let token = TokenRecord {
+        user_id: 10,
+        created_us: 9,
+    };
+    primary.put_token(&[7; 32], &token).unwrap();
+    let (first, _) = primary.stage_message(&msg(10, 11, 1, 100, "hi")).unwrap();
+    primary.commit().unwrap();
+    primary.delete_token(&[7; 32]).unwrap();
+    let writes = primary.take_captured();
+    assert!(!primary.has_captured());
+    // Every write has an owner a slot can be found for, except none here.
+    for w in &writes {
+        let value = (w.kind == 0).then_some(&w.value[..]);
+        assert_ne!(
+            replica::owner(w.cf, &w.key, value),
+            replica::Owner::Local,
+            "cf {}",
+            w.cf
+        );
+    }
+    // Something the replica had cached before is dropped when writes arrive.
+    assert!(!replica.user_exists(10).unwrap());
+    replica.apply(&writes).unwrap();
+    assert!(replica.user_exists(10).unwrap());
+    assert_eq!(replica.user_id_by_name("bob").unwrap(), Some(11));
+    assert!(replica.token(&[7; 32]).unwrap().is_none(), "the delete came too");
+    let inbox = replica.read_inbox(11, 0, 10).unwrap();
+    assert_eq!(inbox.len(), 1);
+    assert_eq!(inbox[0].seq, first.seq);
+    // The next append continues after the replicated one, not over it.
+    let (next, _) = replica.stage_message(&msg(10, 11, 2, 200, "again")).unwrap();
+    assert_eq!(next.seq, first.seq + 1);
+    // Nothing applied is captured, and capture is off unless asked for.
+    assert!(!replica.has_captured());
+}
+
+#[test]
+fn keys_name_their_owner() {
+    use replica::{owner, Owner};
+    let cf = |name| ALL_CFS.iter().position(|n| *n == name).unwrap() as u32;
+    assert_eq!(owner(cf(CF_INBOX), &keys::inbox(5, 1), None), Owner::User(5));
+    assert_eq!(
+        owner(cf(CF_HISTORY), &keys::history(9, 5, 1), None),
+        Owner::Pair(5, 9)
+    );
+    assert_eq!(
+        owner(cf(CF_GROUP_LOG), &keys::group_log(3, 1), None),
+        Owner::Group(3)
+    );
+    assert_eq!(
+        owner(cf(CF_GROUP_COPIES), &keys::group_entry(3, 4), None),
+        Owner::GroupCopy(3, 4)
+    );
+    assert_eq!(
+        owner(cf(CF_CONTENT_BY_SHA), &[1; 32], Some(&[2; 16])),
+        Owner::Asset([2; 16])
+    );
+    assert_eq!(owner(cf(CF_TOKENS), &[7; 32], None), Owner::Token([7; 32]));
+    assert_eq!(owner(cf(CF_META), b"x", None), Owner::Local);
+    assert_eq!(owner(cf(CF_PUSH_OUTBOX), &[0; 8], None), Owner::Local);
+    assert_eq!(owner(cf(CF_USERS), b"short", None), Owner::Local);
+}
