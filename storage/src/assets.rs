@@ -110,7 +110,10 @@ impl Store {
         let mut batch = self.pending.borrow_mut();
         batch.delete_cf(cf_handle(&db, CF_UPLOADS), keys::upload(owner, upload_id));
         if !keep_bytes {
-            let (from, to) = (keys::content(upload_id, 0), keys::content(upload_id, u64::MAX));
+            let (from, to) = (
+                keys::content(upload_id, 0),
+                keys::content(upload_id, u64::MAX),
+            );
             batch.delete_range_cf(cf_handle(&db, CF_CONTENT), from, to);
             if self.capture.get() {
                 self.pending_ranges

@@ -56,7 +56,12 @@ impl Store {
     /// were recorded), now.
     pub fn put_device(&self, device: &DeviceRecord) -> Result<()> {
         let db = self.db()?;
-        self.put_now(&db, cf_handle(&db, CF_DEVICES), keys::device(device.user_id, device.device_id), device.encode_to_vec())?;
+        self.put_now(
+            &db,
+            cf_handle(&db, CF_DEVICES),
+            keys::device(device.user_id, device.device_id),
+            device.encode_to_vec(),
+        )?;
         self.forget_device_count(device.user_id);
         Ok(())
     }

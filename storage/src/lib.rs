@@ -435,7 +435,11 @@ impl Store {
     pub fn put_token(&self, token_hash: &[u8; 32], record: &TokenRecord) -> Result<()> {
         let db = self.db()?;
         let mut batch = WriteBatch::default();
-        batch.put_cf(cf_handle(&db, CF_TOKENS), token_hash, record.encode_to_vec());
+        batch.put_cf(
+            cf_handle(&db, CF_TOKENS),
+            token_hash,
+            record.encode_to_vec(),
+        );
         self.write_batch(&db, batch, Vec::new(), &self.write_opts)
     }
 

@@ -39,7 +39,12 @@ impl Store {
             return Err(StorageError::ListFull);
         }
         let db = self.db()?;
-        self.put_now(&db, cf_handle(&db, list.cf()), keys::listed_user(owner, user), now_us.to_be_bytes())?;
+        self.put_now(
+            &db,
+            cf_handle(&db, list.cf()),
+            keys::listed_user(owner, user),
+            now_us.to_be_bytes(),
+        )?;
         self.empty_lists.borrow_mut().remove(&(list, owner));
         Ok(true)
     }
@@ -50,7 +55,11 @@ impl Store {
             return Ok(false);
         }
         let db = self.db()?;
-        self.delete_now(&db, cf_handle(&db, list.cf()), keys::listed_user(owner, user))?;
+        self.delete_now(
+            &db,
+            cf_handle(&db, list.cf()),
+            keys::listed_user(owner, user),
+        )?;
         Ok(true)
     }
 

@@ -10,7 +10,12 @@ impl Store {
     /// Records when the user's last connection closed, now.
     pub fn set_last_seen(&self, user_id: u64, timestamp_us: u64) -> Result<()> {
         let db = self.db()?;
-        self.put_now(&db, cf_handle(&db, CF_LAST_SEEN), keys::user(user_id), timestamp_us.to_be_bytes())?;
+        self.put_now(
+            &db,
+            cf_handle(&db, CF_LAST_SEEN),
+            keys::user(user_id),
+            timestamp_us.to_be_bytes(),
+        )?;
         Ok(())
     }
 

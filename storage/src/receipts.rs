@@ -40,7 +40,12 @@ impl Store {
     /// Replaces a user's record (settings), now.
     pub fn put_user(&self, user: &crate::UserRecord) -> Result<()> {
         let db = self.db()?;
-        self.put_now(&db, cf_handle(&db, CF_USERS), keys::user(user.user_id), user.encode_to_vec())?;
+        self.put_now(
+            &db,
+            cf_handle(&db, CF_USERS),
+            keys::user(user.user_id),
+            user.encode_to_vec(),
+        )?;
         Ok(())
     }
 

@@ -429,12 +429,17 @@ fn captured_writes_rebuild_the_same_data_in_another_store() {
     replica.apply(&writes).unwrap();
     assert!(replica.user_exists(10).unwrap());
     assert_eq!(replica.user_id_by_name("bob").unwrap(), Some(11));
-    assert!(replica.token(&[7; 32]).unwrap().is_none(), "the delete came too");
+    assert!(
+        replica.token(&[7; 32]).unwrap().is_none(),
+        "the delete came too"
+    );
     let inbox = replica.read_inbox(11, 0, 10).unwrap();
     assert_eq!(inbox.len(), 1);
     assert_eq!(inbox[0].seq, first.seq);
     // The next append continues after the replicated one, not over it.
-    let (next, _) = replica.stage_message(&msg(10, 11, 2, 200, "again")).unwrap();
+    let (next, _) = replica
+        .stage_message(&msg(10, 11, 2, 200, "again"))
+        .unwrap();
     assert_eq!(next.seq, first.seq + 1);
     // Nothing applied is captured, and capture is off unless asked for.
     assert!(!replica.has_captured());
@@ -444,7 +449,10 @@ fn captured_writes_rebuild_the_same_data_in_another_store() {
 fn keys_name_their_owner() {
     use replica::{owner, Owner};
     let cf = |name| ALL_CFS.iter().position(|n| *n == name).unwrap() as u32;
-    assert_eq!(owner(cf(CF_INBOX), &keys::inbox(5, 1), None), Owner::User(5));
+    assert_eq!(
+        owner(cf(CF_INBOX), &keys::inbox(5, 1), None),
+        Owner::User(5)
+    );
     assert_eq!(
         owner(cf(CF_HISTORY), &keys::history(9, 5, 1), None),
         Owner::Pair(5, 9)
