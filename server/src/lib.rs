@@ -22,6 +22,7 @@ pub mod placement;
 mod presence;
 mod push;
 mod receipts;
+pub mod replica;
 pub mod request;
 pub mod routing;
 mod runtime;

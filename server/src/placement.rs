@@ -205,7 +205,7 @@ impl Placement {
 }
 
 /// The first 8 bytes of a random or hashed id, as the slot id of what it names.
-fn head(id: &[u8]) -> u64 {
+pub(crate) fn head(id: &[u8]) -> u64 {
     let mut head = [0u8; 8];
     head.copy_from_slice(&id[..8]);
     u64::from_be_bytes(head)
