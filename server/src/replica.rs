@@ -42,9 +42,10 @@ fn slots_of(owner: &Owner, slots: u32) -> Vec<u32> {
 /// of the users whose inbox entries in the round refer to it (else to the group's slot).
 pub fn split(writes: &[Write], slots: u32, owned: impl Fn(u32) -> bool) -> Split {
     let mut referred: HashMap<(u64, u64), HashSet<u32>> = HashMap::new();
+    let inbox = inbox_cf();
     for w in writes
         .iter()
-        .filter(|w| w.cf == inbox_cf() && w.kind == Kind::Put as i32)
+        .filter(|w| w.cf == inbox && w.kind == Kind::Put as i32)
     {
         if let (Some(entry), Some(user)) =
             (group_ref(&w.value), chat_storage::keys::u64_at(&w.key, 0))
@@ -102,6 +103,14 @@ mod tests {
         (dir, store)
     }
 
+    /// The writes a store makes for one 1:1 message from `from` to `to`.
+    fn captured_message(from: u64, to: u64) -> Vec<Write> {
+        let (_dir, s) = store();
+        s.stage_message(&message(from, to)).unwrap();
+        s.commit().unwrap();
+        s.take_captured()
+    }
+
     fn two_users_in_different_slots() -> (u64, u64) {
         let a = 1;
         let b = (2..)
@@ -124,10 +133,7 @@ mod tests {
     #[test]
     fn a_message_goes_to_its_recipients_slot_and_each_slot_rebuilds_alone() {
         let (a, b) = two_users_in_different_slots();
-        let (_dir, s) = store();
-        s.stage_message(&message(a, b)).unwrap();
-        s.commit().unwrap();
-        let writes = s.take_captured();
+        let writes = captured_message(a, b);
         // Only b's slot is served here: the history key both share goes there alone.
         let split = split(&writes, SLOTS, |slot| slot == slot_of(b, SLOTS));
         assert_eq!(split.unowned, 0, "every write has a slot served here");
@@ -143,10 +149,7 @@ mod tests {
     #[test]
     fn writes_of_slots_served_elsewhere_are_counted_not_kept() {
         let (a, b) = two_users_in_different_slots();
-        let (_dir, s) = store();
-        s.stage_message(&message(a, b)).unwrap();
-        s.commit().unwrap();
-        let split = split(&s.take_captured(), SLOTS, |_| false);
+        let split = split(&captured_message(a, b), SLOTS, |_| false);
         assert!(split.slots.is_empty());
         assert!(split.unowned > 0);
         // Concatenated parts are one list (how a node merges shards' parts).

@@ -110,21 +110,13 @@ impl Store {
         let mut batch = self.pending.borrow_mut();
         batch.delete_cf(cf_handle(&db, CF_UPLOADS), keys::upload(owner, upload_id));
         if !keep_bytes {
-            let (from, to) = (
-                keys::content(upload_id, 0),
-                keys::content(upload_id, u64::MAX),
+            self.stage_delete_range(
+                &db,
+                &mut batch,
+                CF_CONTENT,
+                &keys::content(upload_id, 0),
+                &keys::content(upload_id, u64::MAX),
             );
-            batch.delete_range_cf(cf_handle(&db, CF_CONTENT), from, to);
-            if self.capture.get() {
-                self.pending_ranges
-                    .borrow_mut()
-                    .push(chat_protocol::replica::Write {
-                        kind: chat_protocol::replica::write::Kind::DeleteRange as i32,
-                        cf: crate::replica::cf_index(CF_CONTENT),
-                        key: bytes::Bytes::copy_from_slice(&from),
-                        value: bytes::Bytes::copy_from_slice(&to),
-                    });
-            }
         }
         Ok(())
     }

@@ -373,9 +373,7 @@ impl Store {
 
     pub fn set_meta(&self, key: &str, value: &[u8]) -> Result<()> {
         let db = self.db()?;
-        let mut batch = WriteBatch::default();
-        batch.put_cf(cf_handle(&db, CF_META), key.as_bytes(), value);
-        self.write_batch(&db, batch, Vec::new(), &self.write_opts)
+        self.put_now(&db, cf_handle(&db, CF_META), key.as_bytes(), value)
     }
 
     // ---- users ----
@@ -434,13 +432,12 @@ impl Store {
     /// Stores a session token by its hash (the token itself is never stored).
     pub fn put_token(&self, token_hash: &[u8; 32], record: &TokenRecord) -> Result<()> {
         let db = self.db()?;
-        let mut batch = WriteBatch::default();
-        batch.put_cf(
+        self.put_now(
+            &db,
             cf_handle(&db, CF_TOKENS),
             token_hash,
             record.encode_to_vec(),
-        );
-        self.write_batch(&db, batch, Vec::new(), &self.write_opts)
+        )
     }
 
     pub fn token(&self, token_hash: &[u8; 32]) -> Result<Option<TokenRecord>> {
@@ -450,9 +447,7 @@ impl Store {
     /// Forgets a session token (Logout); forgetting an unknown one is not an error.
     pub fn delete_token(&self, token_hash: &[u8; 32]) -> Result<()> {
         let db = self.db()?;
-        let mut batch = WriteBatch::default();
-        batch.delete_cf(cf_handle(&db, CF_TOKENS), token_hash);
-        self.write_batch(&db, batch, Vec::new(), &self.write_opts)
+        self.delete_now(&db, cf_handle(&db, CF_TOKENS), token_hash)
     }
 
     // ---- inbox ----

@@ -252,6 +252,27 @@ impl Store {
 }
 
 impl Store {
+    /// Stages a range deletion in `batch` (the pending one), and keeps it for capture
+    /// at commit: a batch's iteration does not show range deletions.
+    pub(crate) fn stage_delete_range(
+        &self,
+        db: &DB,
+        batch: &mut WriteBatch,
+        cf: &'static str,
+        from: &[u8],
+        to: &[u8],
+    ) {
+        batch.delete_range_cf(cf_handle(db, cf), from, to);
+        if self.capture.get() {
+            self.pending_ranges.borrow_mut().push(Write {
+                kind: Kind::DeleteRange as i32,
+                cf: cf_index(cf),
+                key: Bytes::copy_from_slice(from),
+                value: Bytes::copy_from_slice(to),
+            });
+        }
+    }
+
     /// One put, written now (captured like any write).
     pub(crate) fn put_now(
         &self,
