@@ -141,6 +141,17 @@ pub fn random_id() -> [u8; 16] {
     id
 }
 
+/// A new upload id whose bytes (keyed by it) live on this shard: in a cluster they are
+/// then in a slot of this node, replicated with the asset they become.
+pub fn new_upload_id(shard: &Shard) -> [u8; 16] {
+    loop {
+        let id = random_id();
+        if shard.place.asset(&id) == shard.id {
+            return id;
+        }
+    }
+}
+
 /// A new unguessable asset id that lives on this shard.
 pub fn new_asset_id(shard: &Shard) -> Result<[u8; 16], StorageError> {
     loop {

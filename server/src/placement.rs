@@ -10,19 +10,27 @@
 //! In a cluster a key belongs to a hash slot (`cluster::rendezvous::slot_of`); the slot map
 //! says which node serves the slot, and within that node the key goes to the shard the
 //! single-node functions of [`crate::routing`] give for that node's shard count. A slot
-//! that no live node serves (a node just died, or the map is not loaded yet) is served
-//! here: the request gets an answer instead of waiting for a node that is not there.
+//! that no live node serves (a node just died, or the map is not loaded yet), or that this
+//! node holds but cannot serve yet (it is rebuilding it from its log, or its writes there
+//! were not all replicated), is [`UNSERVED`]: a request for it is refused with
+//! UNAVAILABLE at once, and the client retries once the slot has a node again. Serving it
+//! here instead would accept writes that no log holds.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use chat_protocol::mesh::ShardAddr;
 
+use crate::cluster::replica::ReplicaState;
 use crate::cluster::{rendezvous, ClusterView};
 use crate::mesh::wire::Addresses;
 use crate::routing::{
     fnv1a64, shard_of_asset, shard_of_group, shard_of_token, shard_of_user, shard_of_username,
 };
+
+/// The destination of a key whose slot no node serves now: `Shard::dispatch` refuses
+/// what is sent there.
+pub const UNSERVED: usize = usize::MAX;
 
 /// The (node, shard) pairs of other nodes, by destination index.
 #[derive(Debug)]
@@ -108,7 +116,14 @@ impl Addresses for NodeAddrs {
 #[derive(Debug, Clone)]
 pub struct Placement {
     shards: usize,
-    cluster: Option<(ClusterView, Arc<NodeAddrs>)>,
+    cluster: Option<Cluster>,
+}
+
+#[derive(Debug, Clone)]
+struct Cluster {
+    view: ClusterView,
+    addrs: Arc<NodeAddrs>,
+    replica: Arc<ReplicaState>,
 }
 
 impl Placement {
@@ -120,27 +135,39 @@ impl Placement {
         }
     }
 
-    pub fn cluster(shards: usize, view: ClusterView, addrs: Arc<NodeAddrs>) -> Self {
+    pub fn cluster(
+        shards: usize,
+        view: ClusterView,
+        addrs: Arc<NodeAddrs>,
+        replica: Arc<ReplicaState>,
+    ) -> Self {
+        let cluster = Cluster {
+            view,
+            addrs,
+            replica,
+        };
         Self {
             shards,
-            cluster: Some((view, addrs)),
+            cluster: Some(cluster),
         }
     }
 
     /// The destination of a key whose slot is that of `slot_id`; `local(n)` is its shard
     /// on a node of `n` shards.
     fn place(&self, slot_id: u64, local: impl Fn(usize) -> usize) -> usize {
-        let Some((view, addrs)) = &self.cluster else {
+        let Some(cluster) = &self.cluster else {
             return local(self.shards);
         };
-        let map = view.load();
-        match map.serving(map.slot_of(slot_id)) {
+        let map = cluster.view.load();
+        let slot = map.slot_of(slot_id);
+        match map.serving(slot) {
             Some(node) if node != map.node => {
                 // A lease without a shard count comes from a node that predates it: 1.
                 let shards = map.nodes.get(node).map_or(1, |n| n.shards).max(1);
-                addrs.index(node, local(shards) as u32)
+                cluster.addrs.index(node, local(shards) as u32)
             }
-            _ => local(self.shards),
+            Some(_) if map.owned(slot) && !cluster.replica.is_dirty(slot) => local(self.shards),
+            _ => UNSERVED,
         }
     }
 
@@ -166,12 +193,12 @@ impl Placement {
 
     /// Whether `dest` is a shard of a node that no longer holds a lease.
     pub fn node_departed(&self, dest: usize) -> bool {
-        let Some((view, addrs)) = &self.cluster else {
+        let Some(cluster) = &self.cluster else {
             return false;
         };
-        match addrs.remote(dest) {
+        match cluster.addrs.remote(dest) {
             Some((node, _)) => {
-                let map = view.load();
+                let map = cluster.view.load();
                 // Before the map is loaded nothing is known to have left.
                 !map.nodes.is_empty() && !map.nodes.contains_key(&*node)
             }
@@ -184,8 +211,8 @@ impl Placement {
     pub fn same_slot(&self, user_id: u64, username: &str) -> bool {
         match &self.cluster {
             None => true,
-            Some((view, _)) => {
-                let slots = view.load().slot_count();
+            Some(cluster) => {
+                let slots = cluster.view.load().slot_count();
                 slots == 0
                     || rendezvous::slot_of(user_id, slots)
                         == rendezvous::slot_of(fnv1a64(username.as_bytes()), slots)
@@ -242,7 +269,7 @@ mod tests {
     fn keys_go_to_the_node_serving_their_slot() {
         let view = ClusterView::default();
         let addrs = Arc::new(NodeAddrs::new("a", 2));
-        let place = Placement::cluster(2, view.clone(), addrs.clone());
+        let place = Placement::cluster(2, view.clone(), addrs.clone(), Arc::default());
         view.store(map("a", &["a", "b"]));
         let slots = 2;
         let (mine, theirs): (Vec<u64>, Vec<u64>) =
@@ -271,17 +298,28 @@ mod tests {
     }
 
     #[test]
-    fn a_slot_nobody_serves_is_served_here() {
+    fn a_slot_nobody_serves_cleanly_is_refused() {
         let view = ClusterView::default();
-        let place = Placement::cluster(2, view.clone(), Arc::new(NodeAddrs::new("a", 2)));
+        let replica = Arc::new(ReplicaState::default());
+        let addrs = Arc::new(NodeAddrs::new("a", 2));
+        let place = Placement::cluster(2, view.clone(), addrs, replica.clone());
         // Not loaded yet.
-        assert_eq!(place.user(7), shard_of_user(7, 2));
+        assert_eq!(place.user(7), UNSERVED);
         let mut m = map("a", &["b", "b"]);
         m.slots[0].owner_live = false;
         m.slots[1].owner_live = false;
         view.store(m);
+        assert_eq!(place.user(7), UNSERVED);
+        assert_eq!(place.group(7), UNSERVED);
+        // Held here: served, unless this node is not ready or the slot is dirty.
+        view.store(map("a", &["a", "a"]));
         assert_eq!(place.user(7), shard_of_user(7, 2));
-        assert_eq!(place.group(7), shard_of_group(7, 2));
+        replica.mark_dirty([rendezvous::slot_of(7, 2)]);
+        assert_eq!(place.user(7), UNSERVED);
+        let mut m = map("a", &["a", "a"]);
+        m.ready = false;
+        view.store(m);
+        assert_eq!(place.group(8), UNSERVED);
     }
 
     #[test]

@@ -1,12 +1,12 @@
 //! Which hash slot's log each captured storage write goes to (docs/PROTOCOL.md appendix
 //! C). The store names whose data a key is (`chat_storage::replica::owner`); this maps that
-//! owner to slots, the way `placement` routes the same keys. Not wired to the shards yet:
-//! the publishing side is the next step of the cluster's replication.
+//! owner to slots, the way `placement` routes the same keys. The shards split each group
+//! commit with [`split`]; `cluster::replica` publishes the parts and replays them.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chat_protocol::replica::{write::Kind, SlotWrites, Write};
-use chat_storage::replica::{group_ref, inbox_cf, owner, Owner};
+use chat_storage::replica::{group_ref, inbox_cf, owner_of, Owner};
 use prost::Message as _;
 
 use crate::cluster::rendezvous::slot_of;
@@ -18,8 +18,8 @@ use crate::routing::fnv1a64;
 pub struct Split {
     /// The encoded `SlotWrites` of each slot, writes in the order they were made.
     pub slots: BTreeMap<u32, Vec<u8>>,
-    /// Writes of data whose slots this node does not own: the round cannot be replicated.
-    pub unowned: usize,
+    /// Slots written that this node does not serve: the round cannot be replicated.
+    pub unowned: BTreeSet<u32>,
 }
 
 /// The slots of `owner` in a cluster of `slots` slots (none for node-local data; a copy
@@ -59,8 +59,7 @@ pub fn split(writes: &[Write], slots: u32, owned: impl Fn(u32) -> bool) -> Split
     let mut out = Split::default();
     let mut lists: BTreeMap<u32, SlotWrites> = BTreeMap::new();
     for w in writes {
-        let value = (w.kind == Kind::Put as i32).then_some(&w.value[..]);
-        let who = owner(w.cf, &w.key, value);
+        let who = owner_of(w);
         let candidates = match &who {
             Owner::GroupCopy(group, seq) => match referred.get(&(*group, *seq)) {
                 Some(users) => users.iter().copied().collect(),
@@ -71,11 +70,13 @@ pub fn split(writes: &[Write], slots: u32, owned: impl Fn(u32) -> bool) -> Split
         if candidates.is_empty() {
             continue; // Node-local data.
         }
-        let mut mine: Vec<u32> = candidates.into_iter().filter(|&s| owned(s)).collect();
+        let (mut mine, theirs): (Vec<u32>, Vec<u32>) =
+            candidates.into_iter().partition(|&s| owned(s));
         mine.sort_unstable();
         mine.dedup();
         if mine.is_empty() {
-            out.unowned += 1;
+            tracing::debug!(cf = w.cf, owner = ?who, "a write for a slot not served here");
+            out.unowned.extend(theirs);
             continue;
         }
         for slot in mine {
@@ -86,6 +87,35 @@ pub fn split(writes: &[Write], slots: u32, owned: impl Fn(u32) -> bool) -> Split
         out.slots.insert(slot, list.encode_to_vec());
     }
     out
+}
+
+/// Whether a take-over of `slots` replaces the key of `owner` (its log holds it). A
+/// shard's copy of a group entry is kept: the members of other slots may refer to it, and
+/// the log puts back the ones the taken slots need.
+pub fn wiped_by(owner: &Owner, slots: &BTreeSet<u32>, slot_count: u32) -> bool {
+    !matches!(owner, Owner::GroupCopy(..))
+        && slots_of(owner, slot_count)
+            .iter()
+            .any(|s| slots.contains(s))
+}
+
+/// Whether a replayed key of `owner` belongs in the store of `shard` (of `shards`): where
+/// the single-node routing puts it. A conversation key is kept by both users' shards, a
+/// group entry's copy by any shard with members.
+pub fn lands_on(owner: &Owner, shard: usize, shards: usize) -> bool {
+    use crate::routing::*;
+    match owner {
+        Owner::User(id) => shard_of_user(*id, shards) == shard,
+        Owner::Pair(a, b) => {
+            shard_of_user(*a, shards) == shard || shard_of_user(*b, shards) == shard
+        }
+        Owner::Group(id) => shard_of_group(*id, shards) == shard,
+        Owner::GroupCopy(..) => true,
+        Owner::Asset(id) => shard_of_asset(id, shards) == shard,
+        Owner::Token(hash) => shard_of_token(hash, shards) == shard,
+        Owner::Username(name) => shard_of_username_bytes(name, shards) == shard,
+        Owner::Local => false,
+    }
 }
 
 #[cfg(test)]
@@ -136,7 +166,10 @@ mod tests {
         let writes = captured_message(a, b);
         // Only b's slot is served here: the history key both share goes there alone.
         let split = split(&writes, SLOTS, |slot| slot == slot_of(b, SLOTS));
-        assert_eq!(split.unowned, 0, "every write has a slot served here");
+        assert!(
+            split.unowned.is_empty(),
+            "every write has a slot served here"
+        );
         assert_eq!(split.slots.len(), 1);
         let part = SlotWrites::decode(&split.slots[&slot_of(b, SLOTS)][..]).unwrap();
         let (_dir2, replica) = store();
@@ -151,7 +184,8 @@ mod tests {
         let (a, b) = two_users_in_different_slots();
         let split = split(&captured_message(a, b), SLOTS, |_| false);
         assert!(split.slots.is_empty());
-        assert!(split.unowned > 0);
+        let both: BTreeSet<u32> = [slot_of(a, SLOTS), slot_of(b, SLOTS)].into();
+        assert_eq!(split.unowned, both);
         // Concatenated parts are one list (how a node merges shards' parts).
         let one = SlotWrites {
             writes: vec![Write {

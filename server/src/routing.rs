@@ -32,7 +32,12 @@ fn shard_of_head(id: &[u8], shards: usize) -> usize {
 /// The shard that owns a (normalized) username. Registration picks a user id that lives on
 /// this same shard, so a login touches one shard.
 pub fn shard_of_username(username: &str, shards: usize) -> usize {
-    (fnv1a64(username.as_bytes()) % shards as u64) as usize
+    shard_of_username_bytes(username.as_bytes(), shards)
+}
+
+/// [`shard_of_username`] of a username as stored (its bytes).
+pub fn shard_of_username_bytes(username: &[u8], shards: usize) -> usize {
+    (fnv1a64(username) % shards as u64) as usize
 }
 
 /// splitmix64 finalizer: spreads sequential or structured ids evenly. Also the cluster's

@@ -21,7 +21,7 @@ use crate::config::{Config, DurabilityMode};
 use crate::metrics::http::MetricsServer;
 use crate::metrics::{Metrics, ShardMetrics};
 use crate::placement::{NodeAddrs, Placement};
-use crate::shard::{Limits, Shard, ShardMsg};
+use crate::shard::{Limits, Shard, ShardMsg, ShardReplica};
 
 type Batch = Vec<ShardMsg>;
 
@@ -163,6 +163,9 @@ struct MeshSeed {
     to_nodes: flume::Sender<crate::cluster::mesh::Outbound>,
     from_nodes: flume::Receiver<bytes::Bytes>,
     metrics: Arc<crate::cluster::ClusterMetrics>,
+    /// Where the shard's writes are published, and where its slots' logs come back.
+    replica: ShardReplica,
+    replays: flume::Receiver<crate::cluster::replica::Replay>,
 }
 
 /// Capacity, in batches, of the channel from all shards to the cluster thread and of each
@@ -219,6 +222,14 @@ pub fn start(config: Config) -> anyhow::Result<ServerHandle> {
         outbound: from_shards,
         inbound: to_shards,
     };
+    let replica_state = Arc::new(crate::cluster::replica::ReplicaState::default());
+    let (rounds, from_rounds) = flume::bounded(NODE_MESH_CAPACITY);
+    let (replays, to_replay): (Vec<_>, Vec<_>) = (0..shards).map(|_| flume::bounded(1)).unzip();
+    let replica_ports = crate::cluster::replica::ReplicaPorts {
+        rounds: from_rounds,
+        replays,
+        state: replica_state.clone(),
+    };
     let limits = Limits {
         max_frame_bytes: config.max_frame_bytes,
         max_text_bytes: config.max_text_bytes,
@@ -274,7 +285,7 @@ pub fn start(config: Config) -> anyhow::Result<ServerHandle> {
             ready: ready_tx.clone(),
             metrics: metrics.shard(id),
             place: if config.cluster.enabled() {
-                Placement::cluster(shards, view.clone(), addrs.clone())
+                Placement::cluster(shards, view.clone(), addrs.clone(), replica_state.clone())
             } else {
                 Placement::single(shards)
             },
@@ -283,6 +294,12 @@ pub fn start(config: Config) -> anyhow::Result<ServerHandle> {
                 to_nodes: to_nodes.clone(),
                 from_nodes: from_nodes[id].clone(),
                 metrics: cluster_metrics.clone(),
+                replica: ShardReplica {
+                    rounds: rounds.clone(),
+                    state: replica_state.clone(),
+                    view: view.clone(),
+                },
+                replays: to_replay[id].clone(),
             }),
         };
         let placement = if config.pin_cores {
@@ -319,6 +336,7 @@ pub fn start(config: Config) -> anyhow::Result<ServerHandle> {
             shards,
             view,
             mesh_ports,
+            replica_ports,
             cluster_metrics,
         ) {
             Ok(handle) => server.cluster = Some(handle),
@@ -401,6 +419,8 @@ fn bind_listeners(addr: SocketAddr, shards: usize) -> anyhow::Result<(SocketAddr
 async fn run_shard(seed: ShardSeed) {
     // SAFETY: the fd came from `into_raw_fd` in `bind_listeners` and is owned by this shard only.
     let listener = unsafe { TcpListener::from_raw_fd(seed.listener) };
+    let replica = seed.mesh.as_ref().map(|m| m.replica.clone());
+    seed.store.set_capture(replica.is_some());
     let shard = Rc::new(Shard::new(
         seed.id,
         seed.shards,
@@ -408,6 +428,7 @@ async fn run_shard(seed: ShardSeed) {
         seed.limits,
         seed.place,
         seed.metrics,
+        replica,
     ));
 
     // Connect both ends of every channel concurrently: each connect waits for its peer.
@@ -472,14 +493,28 @@ async fn run_shard(seed: ShardSeed) {
                 crate::mesh::link::inbound(&receiving, &batch, &addrs, &metrics);
             }
         }));
+        // Slots this node took over, rebuilt from their logs.
+        let replaying = shard.clone();
+        let replays = mesh.replays;
+        services.push(glommio::spawn_local(async move {
+            while let Ok(replay) = replays.recv_async().await {
+                let result = replaying.replay(&replay);
+                let _ = replay.done.send(result);
+            }
+        }));
     }
 
     // Group commit: runs after the tasks that staged writes, so their writes share a batch.
+    // In a cluster a round also waits for its slots' logs; the next one gathers meanwhile.
     let committing = shard.clone();
     services.push(glommio::spawn_local(async move {
         loop {
             committing.commit_wanted().await;
-            committing.commit_staged();
+            if committing.replica.is_some() {
+                committing.commit_replicated().await;
+            } else {
+                committing.commit_staged();
+            }
         }
     }));
 

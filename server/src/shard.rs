@@ -30,8 +30,10 @@ use crate::request::{Conversation, Request};
 use crate::signal::{OutQueue, Signal};
 
 mod conns;
+mod replicate;
 
 pub use conns::ConnEntry;
+pub use replicate::ShardReplica;
 
 /// A connection, named by the shard it lives on and its id there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -309,6 +311,8 @@ pub struct Shard {
     pub read_buf: RefCell<Vec<u8>>,
     /// Counters for the metrics endpoint, read by its thread (`crate::metrics`).
     pub metrics: Arc<ShardMetrics>,
+    /// In a cluster: where this shard's writes are published (`shard/replicate.rs`).
+    pub replica: Option<ShardReplica>,
 }
 
 impl Shard {
@@ -319,6 +323,7 @@ impl Shard {
         limits: Limits,
         place: Placement,
         metrics: Arc<ShardMetrics>,
+        replica: Option<ShardReplica>,
     ) -> Self {
         let push = Rc::new(crate::push::Push::new(
             id,
@@ -352,6 +357,7 @@ impl Shard {
             drained: RefCell::default(),
             read_buf: RefCell::new(vec![0; crate::conn::READ_CHUNK]),
             metrics,
+            replica,
         }
     }
 
@@ -361,7 +367,10 @@ impl Shard {
     /// handled right away when it is this shard, otherwise queued for that shard's batch.
     /// Queue order is delivery order.
     pub fn dispatch(self: &Rc<Self>, dest: usize, msg: ShardMsg) {
-        if dest == self.id {
+        if dest == crate::placement::UNSERVED {
+            let why = "that data's node is changing; retry shortly";
+            self.refuse(msg, ErrorCode::Unavailable, why);
+        } else if dest == self.id {
             self.handle(msg);
         } else if dest < self.shards {
             self.metrics.shard_messages_sent.inc();
@@ -562,7 +571,16 @@ impl Shard {
     }
 
     /// Commits the staged writes, then finishes the work that waited for them, in order.
+    /// (In a cluster the commit loop calls [`Shard::commit_replicated`] instead.)
     pub fn commit_staged(self: &Rc<Self>) {
+        if let Some(work) = self.commit_local() {
+            self.finish(work);
+        }
+    }
+
+    /// Writes the staged batch; the work that waited for it, or `None` when the write
+    /// failed (that work has been failed).
+    fn commit_local(self: &Rc<Self>) -> Option<Vec<AfterCommit>> {
         let work = std::mem::take(&mut *self.after_commit.borrow_mut());
         let started = self.store.has_staged().then(Instant::now);
         let committed = self.store.commit();
@@ -571,48 +589,67 @@ impl Shard {
                 .storage_commit_seconds
                 .observe(started.elapsed());
         }
-        if let Err(e) = committed {
-            tracing::error!(
-                shard = self.id,
-                "group commit of {} sends failed: {e}",
-                work.len()
-            );
-            // Cached groups and uploads may hold changes that did not reach the disk.
-            self.groups.forget_cached();
-            self.uploads.forget_cached();
-            for item in work {
-                match item {
-                    AfterCommit::StoredForRecipient { reply, .. }
-                    | AfterCommit::RecordedForSender { reply, .. }
-                    | AfterCommit::Answer { reply, .. }
-                    | AfterCommit::GroupEntry { reply, .. } => {
-                        self.fail(reply, ErrorCode::Internal, "internal server error")
-                    }
-                    AfterCommit::Dispatch { msg, .. } => match *msg {
-                        ShardMsg::Request { reply, .. }
-                        | ShardMsg::DirectChange { reply, .. }
-                        | ShardMsg::ChangeDone { reply, .. }
-                        | ShardMsg::ChangeLogged { reply, .. }
-                        | ShardMsg::Hide { reply, .. } => {
-                            self.fail(reply, ErrorCode::Internal, "internal server error")
-                        }
-                        ShardMsg::MediaChecked { reply, .. } => {
-                            let failed = Err((ErrorCode::Internal, "internal server error".into()));
-                            let msg = ShardMsg::MediaChecked {
-                                reply,
-                                result: failed,
-                            };
-                            self.dispatch(reply.conn.shard, msg);
-                        }
-                        _ => {}
-                    },
-                    // Unconfirmed: the group's shard hands the entry out again on restart.
-                    // A lost receipt is superseded by the next one (they are cumulative).
-                    AfterCommit::GroupDelivery { .. } | AfterCommit::Appended { .. } => {}
-                }
+        match committed {
+            Ok(()) => Some(work),
+            Err(e) => {
+                tracing::error!(
+                    shard = self.id,
+                    "group commit of {} sends failed: {e}",
+                    work.len()
+                );
+                // Cached groups and uploads may hold changes that did not reach the disk.
+                self.groups.forget_cached();
+                self.uploads.forget_cached();
+                self.fail_work(work, ErrorCode::Internal, "internal server error");
+                None
             }
-            return;
         }
+    }
+
+    /// Answers the requests behind `work` with an error instead of finishing it.
+    fn fail_work(self: &Rc<Self>, work: Vec<AfterCommit>, code: ErrorCode, why: &str) {
+        for item in work {
+            match item {
+                AfterCommit::StoredForRecipient { reply, .. }
+                | AfterCommit::RecordedForSender { reply, .. }
+                | AfterCommit::Answer { reply, .. }
+                | AfterCommit::GroupEntry { reply, .. } => self.fail(reply, code, why),
+                AfterCommit::Dispatch { msg, .. } => self.refuse(*msg, code, why),
+                // Unconfirmed: the group's shard hands the entry out again on restart.
+                // A lost receipt is superseded by the next one (they are cumulative).
+                AfterCommit::GroupDelivery { .. } | AfterCommit::Appended { .. } => {}
+            }
+        }
+    }
+
+    /// Answers the request behind a message that cannot go on with an error (a message
+    /// that answers nobody is dropped).
+    pub fn refuse(self: &Rc<Self>, msg: ShardMsg, code: ErrorCode, why: &str) {
+        match msg {
+            ShardMsg::Request { reply, .. }
+            | ShardMsg::Stored { reply, .. }
+            | ShardMsg::DirectChange { reply, .. }
+            | ShardMsg::ChangeDone { reply, .. }
+            | ShardMsg::ChangeLogged { reply, .. }
+            | ShardMsg::GroupReadMarked { reply, .. }
+            | ShardMsg::RevokeGrant { reply, .. }
+            | ShardMsg::Hide { reply, .. } => self.fail(reply, code, why),
+            ShardMsg::GroupProgress {
+                reply: Some(reply), ..
+            } => self.fail(reply, code, why),
+            ShardMsg::MediaChecked { reply, .. } => {
+                let msg = ShardMsg::MediaChecked {
+                    reply,
+                    result: Err((code, why.into())),
+                };
+                self.dispatch(reply.conn.shard, msg);
+            }
+            _ => {}
+        }
+    }
+
+    /// Finishes the work of a durable commit, in order.
+    fn finish(self: &Rc<Self>, work: Vec<AfterCommit>) {
         for item in work {
             match item {
                 AfterCommit::StoredForRecipient {

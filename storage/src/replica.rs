@@ -10,7 +10,7 @@ use chat_protocol::replica::{write::Kind, Write};
 use prost::Message as _;
 use rocksdb::{WriteBatch, WriteBatchIteratorCf, DB};
 
-use crate::records::InboxRef;
+use crate::records::{InboxRef, TokenRecord};
 use crate::{cf_handle, keys, Result, StorageError, Store, ALL_CFS};
 use crate::{
     CF_ASSETS, CF_ASSET_GRANTS, CF_BLOCKS, CF_CONTACTS, CF_CONTENT, CF_CONTENT_BY_SHA, CF_CURSORS,
@@ -61,12 +61,30 @@ pub fn owner(cf: u32, key: &[u8], value: Option<&[u8]>) -> Owner {
         CF_CONTENT_BY_SHA => value
             .and_then(|v| <[u8; 16]>::try_from(v).ok())
             .map(Owner::Asset),
-        CF_TOKENS | CF_PUSH_TOKEN_OWNERS => head32().map(Owner::Token),
+        // A session token lives with its user (Resume routes by the user in the token).
+        CF_TOKENS => value
+            .and_then(|v| TokenRecord::decode(v).ok())
+            .map(|t| Owner::User(t.user_id)),
+        CF_PUSH_TOKEN_OWNERS => head32().map(Owner::Token),
         CF_USERNAMES => Some(Owner::Username(key.to_vec())),
         _ => None,
     };
     found.unwrap_or(Owner::Local)
 }
+
+/// The owner of a captured write. A delete in a family whose keys do not name their
+/// owner carries the value it removed (see [`Store::write_batch`]).
+pub fn owner_of(w: &Write) -> Owner {
+    let value = match Kind::try_from(w.kind) {
+        Ok(Kind::Put) => Some(&w.value[..]),
+        Ok(Kind::Delete) if !w.value.is_empty() => Some(&w.value[..]),
+        _ => None,
+    };
+    owner(w.cf, &w.key, value)
+}
+
+/// Families whose owner is named by the value, not the key.
+const OWNED_BY_VALUE: [&str; 2] = [CF_TOKENS, CF_CONTENT_BY_SHA];
 
 /// The group entry (group id, group seq) an inbox value refers to, if it is a reference.
 pub fn group_ref(inbox_value: &[u8]) -> Option<(u64, u64)> {
@@ -177,11 +195,37 @@ impl Store {
             out: &mut captured,
         });
         captured.extend(ranges);
+        self.add_removed_values(db, &mut captured[before..]);
         let written = db.write_opt(batch, opts);
         if written.is_err() {
             captured.truncate(before);
         }
         Ok(written?)
+    }
+
+    /// Gives each delete in a family owned by value the value it removes (from an earlier
+    /// put of the same batch, else from the database), so its owner can be named.
+    fn add_removed_values(&self, db: &DB, writes: &mut [Write]) {
+        let valued = OWNED_BY_VALUE.map(cf_index);
+        for i in 0..writes.len() {
+            let w = &writes[i];
+            if w.kind != Kind::Delete as i32 || !valued.contains(&w.cf) {
+                continue;
+            }
+            let earlier = writes[..i]
+                .iter()
+                .rev()
+                .find(|e| e.cf == w.cf && e.key == w.key)
+                .map(|e| e.value.clone());
+            let value = earlier.or_else(|| {
+                let name = ALL_CFS.get(w.cf as usize)?;
+                let stored = db.get_cf(cf_handle(db, name), &w.key).ok()??;
+                Some(Bytes::from(stored))
+            });
+            if let Some(value) = value {
+                writes[i].value = value;
+            }
+        }
     }
 
     /// Applies writes replicated from another node, then drops every cache that may now

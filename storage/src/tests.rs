@@ -416,14 +416,15 @@ fn captured_writes_rebuild_the_same_data_in_another_store() {
     assert!(!primary.has_captured());
     // Every write has an owner a slot can be found for, except none here.
     for w in &writes {
-        let value = (w.kind == 0).then_some(&w.value[..]);
-        assert_ne!(
-            replica::owner(w.cf, &w.key, value),
-            replica::Owner::Local,
-            "cf {}",
-            w.cf
-        );
+        assert_ne!(replica::owner_of(w), replica::Owner::Local, "cf {}", w.cf);
     }
+    // The token's delete names its user, as its put did.
+    let tokens: Vec<_> = writes
+        .iter()
+        .filter(|w| w.cf == replica::cf_index("tokens"))
+        .map(replica::owner_of)
+        .collect();
+    assert_eq!(tokens, [replica::Owner::User(10), replica::Owner::User(10)]);
     // Something the replica had cached before is dropped when writes arrive.
     assert!(!replica.user_exists(10).unwrap());
     replica.apply(&writes).unwrap();
@@ -469,7 +470,10 @@ fn keys_name_their_owner() {
         owner(cf(CF_CONTENT_BY_SHA), &[1; 32], Some(&[2; 16])),
         Owner::Asset([2; 16])
     );
-    assert_eq!(owner(cf(CF_TOKENS), &[7; 32], None), Owner::Token([7; 32]));
+    assert_eq!(
+        owner(cf(CF_PUSH_TOKEN_OWNERS), &[7; 32], None),
+        Owner::Token([7; 32])
+    );
     assert_eq!(owner(cf(CF_META), b"x", None), Owner::Local);
     assert_eq!(owner(cf(CF_PUSH_OUTBOX), &[0; 8], None), Owner::Local);
     assert_eq!(owner(cf(CF_USERS), b"short", None), Owner::Local);

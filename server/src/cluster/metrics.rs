@@ -39,6 +39,21 @@ pub(crate) struct ClusterMetrics {
     /// Messages from other nodes that could not be read (malformed, another version, a
     /// shard this node does not have), or not sent (NATS refused the publish).
     pub mesh_dropped: Counter,
+    /// Shard rounds published to the slot logs, messages and payload bytes that carried
+    /// them, rounds that could not be published, publishes refused because another node
+    /// fenced the slot.
+    pub replica_rounds: Counter,
+    pub replica_messages: Counter,
+    pub replica_bytes: Counter,
+    pub replica_failed: Counter,
+    pub replica_fenced: Counter,
+    /// Slot log messages and writes replayed by take-overs.
+    pub replayed_entries: Counter,
+    pub replayed_writes: Counter,
+    /// Take-overs running now: `/health` is not ready meanwhile.
+    pub replaying: Gauge,
+    /// Slots with local writes their logs lack, waiting to be rebuilt.
+    pub dirty_slots: Gauge,
     connected: AtomicBool,
     ever_connected: AtomicBool,
     ready: AtomicBool,
@@ -78,6 +93,9 @@ impl ClusterMetrics {
     }
 
     pub fn health(&self) -> Result<(), String> {
+        if self.replaying.get() > 0 {
+            return Err("cluster: rebuilding slots it took over from their logs".into());
+        }
         if self.ready.load(Relaxed) {
             return Ok(());
         }
@@ -174,6 +192,60 @@ impl ClusterMetrics {
             "chatd_cluster_lease_losses_total",
             "Times this node lost its lease and joined again.",
             self.lease_losses.get(),
+        );
+        counter(
+            out,
+            "chatd_cluster_replica_rounds_total",
+            "Group commits of shards published to the slot logs.",
+            self.replica_rounds.get(),
+        );
+        counter(
+            out,
+            "chatd_cluster_replica_messages_total",
+            "Messages published to the slot logs (one per slot per batch of rounds).",
+            self.replica_messages.get(),
+        );
+        counter(
+            out,
+            "chatd_cluster_replica_bytes_total",
+            "Payload bytes published to the slot logs.",
+            self.replica_bytes.get(),
+        );
+        counter(
+            out,
+            "chatd_cluster_replica_failed_total",
+            "Group commits that could not be published (their requests failed with UNAVAILABLE).",
+            self.replica_failed.get(),
+        );
+        counter(
+            out,
+            "chatd_cluster_replica_fenced_total",
+            "Publishes refused because another node took the slot over.",
+            self.replica_fenced.get(),
+        );
+        counter(
+            out,
+            "chatd_cluster_replayed_entries_total",
+            "Slot log messages read by take-overs.",
+            self.replayed_entries.get(),
+        );
+        counter(
+            out,
+            "chatd_cluster_replayed_writes_total",
+            "Storage writes applied by take-overs.",
+            self.replayed_writes.get(),
+        );
+        gauge(
+            out,
+            "chatd_cluster_replaying",
+            "Take-overs of slots running now (the node is not ready meanwhile).",
+            self.replaying.get(),
+        );
+        gauge(
+            out,
+            "chatd_cluster_dirty_slots",
+            "Slots with local writes their logs lack, waiting to be released and rebuilt.",
+            self.dirty_slots.get(),
         );
         counter(
             out,

@@ -18,8 +18,12 @@
 //! - carries the messages between shards of different nodes (`mesh.rs`): shards route
 //!   every key by the slot map (`crate::placement`), so a client may connect to any node.
 //!
-//! What it does not do yet: move a slot's data when the slot moves, replicate writes to a
-//! stream, fence a deposed owner's writes, snapshots. See docs/OPERATIONS.md ("Cluster").
+//! - replicates every shard's committed writes to its slot's log in a JetStream stream
+//!   before answering what depends on them, fences a deposed owner, and rebuilds a slot
+//!   from its log when it takes the slot over (`replica.rs`).
+//!
+//! What it does not do yet: snapshots (a take-over replays the slot's whole log). See
+//! docs/OPERATIONS.md ("Cluster").
 //!
 //! The NATS client (async-nats) runs on one tokio current-thread runtime on its own
 //! thread; the rest of the process talks to it over a flume channel and reads its results
@@ -31,6 +35,7 @@ mod node;
 mod plan;
 mod records;
 pub mod rendezvous;
+pub(crate) mod replica;
 mod view;
 
 use std::net::SocketAddr;
@@ -70,6 +75,7 @@ impl ClusterHandle {
         shards: usize,
         view: ClusterView,
         mesh: mesh::MeshPorts,
+        replica: replica::ReplicaPorts,
         metrics: Arc<ClusterMetrics>,
     ) -> anyhow::Result<Self> {
         let settings = node::Settings {
@@ -90,7 +96,10 @@ impl ClusterHandle {
         let thread_view = view.clone();
         let thread = std::thread::Builder::new()
             .name("chatd-cluster".into())
-            .spawn(move || runtime.block_on(node::run(settings, thread_view, metrics, inbox, mesh)))
+            .spawn(move || {
+                let ports = node::Ports { mesh, replica };
+                runtime.block_on(node::run(settings, thread_view, metrics, inbox, ports))
+            })
             .context("starting the cluster thread")?;
         Ok(Self {
             view,

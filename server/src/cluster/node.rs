@@ -43,6 +43,7 @@ use tokio::task::JoinSet;
 use super::metrics::ClusterMetrics;
 use super::plan::{self, LeaseState, SlotState, SlotWrite};
 use super::records::{self, ClusterRecord, Lease, Owner, SlotRecord, CONFIG_KEY};
+use super::replica::Log;
 use super::view::{ClusterView, LiveNode, SlotMap, SlotView};
 use super::Command;
 
@@ -96,13 +97,19 @@ enum End {
     Fatal(String),
 }
 
+/// The shards' ends of the mesh and of replication.
+pub struct Ports {
+    pub mesh: super::mesh::MeshPorts,
+    pub replica: super::replica::ReplicaPorts,
+}
+
 /// The thread's body: sessions until told to stop.
 pub async fn run(
     settings: Settings,
     view: ClusterView,
     metrics: Arc<ClusterMetrics>,
     commands: flume::Receiver<Command>,
-    mesh: super::mesh::MeshPorts,
+    ports: Ports,
 ) {
     let started = Instant::now();
     let events = metrics.clone();
@@ -143,10 +150,10 @@ pub async fn run(
         client.clone(),
         settings.name.clone(),
         settings.node.clone(),
-        mesh,
+        ports.mesh,
         metrics.clone(),
     ));
-    let mut node = Node::new(settings, view, metrics, started);
+    let mut node = Node::new(settings, view, metrics, started, ports.replica);
     loop {
         match node.session(&client, &commands).await {
             End::Stop => break,
@@ -195,6 +202,11 @@ enum Done {
         write: SlotWrite,
         result: Result<u64, String>,
     },
+    /// Claims, and the take-over of the ones that landed.
+    Claimed {
+        results: Vec<(SlotWrite, Result<u64, String>)>,
+        taken_over: Result<(), String>,
+    },
     /// New watches of both buckets, resuming after the last entries seen.
     Rewatched(Result<Box<(kv::Watch, kv::Watch)>, String>),
 }
@@ -238,6 +250,11 @@ struct Node {
     rewatch: bool,
     /// Since when a change waits to be planned and published.
     dirty_since: Option<Instant>,
+    /// The shards' ends of replication, and the slot logs once opened.
+    replica: super::replica::ReplicaPorts,
+    log: Option<Arc<Log>>,
+    /// Replicas of the buckets and the log (resolved when the buckets are opened).
+    replicas: usize,
 }
 
 fn incarnation() -> String {
@@ -257,6 +274,7 @@ impl Node {
         view: ClusterView,
         metrics: Arc<ClusterMetrics>,
         started: Instant,
+        replica: super::replica::ReplicaPorts,
     ) -> Self {
         let me = Owner {
             node: settings.node.clone(),
@@ -292,11 +310,18 @@ impl Node {
             slot_seen: 0,
             rewatch: false,
             dirty_since: None,
+            replica,
+            log: None,
+            replicas: 1,
         }
     }
 
     /// Forgets the watched state (a new session loads it again) and stops being ready.
     fn lost_view(&mut self) {
+        // Take-overs cut short may have claimed slots they did not rebuild: dirty, so they
+        // are released and taken over again.
+        self.replica.state.mark_dirty(self.busy.iter().copied());
+        self.metrics.replaying.set(0);
         self.leases.clear();
         self.slots = vec![SlotState::default(); self.settings.slots as usize];
         self.leases_loaded = false;
@@ -361,6 +386,22 @@ impl Node {
                 Err(end) => return end,
             },
         };
+        if self.log.is_none() {
+            let js = async_nats::jetstream::new(client.clone());
+            let name = self.settings.name.clone();
+            let log = tokio::select! {
+                _ = commands.recv_async() => return End::Stop,
+                log = Log::open(js, &name, self.replicas, self.metrics.clone()) => match log {
+                    Ok(log) => Arc::new(log),
+                    Err(e) => return End::Retry(e),
+                },
+            };
+            tokio::spawn(super::replica::publish_rounds(
+                log.clone(),
+                self.replica.rounds.clone(),
+            ));
+            self.log = Some(log);
+        }
         if let Err(end) = self.join(&buckets).await {
             return end;
         }
@@ -518,6 +559,7 @@ impl Node {
             }
         };
         let replicas = buckets.slots.stream.cached_info().config.num_replicas;
+        self.replicas = replicas;
         tracing::info!(
             bucket = %buckets.slots.name,
             replicas,
@@ -678,8 +720,33 @@ impl Node {
 
     /// Starts the claims and releases the plan asks for, all at once (JetStream pipelines
     /// them; each is a compare-and-swap on the slot's revision).
+    ///
+    /// Claims go together: once they landed, the slots are rebuilt from their logs
+    /// (`replica::take_over`) and only then served (a slot with a write in flight is not
+    /// served, see `publish`). A dirty slot (local writes its log lacks) is released, to
+    /// be claimed, and so rebuilt, again.
     fn start_writes(&mut self, buckets: &Buckets, ops: &mut JoinSet<Done>) {
-        for write in plan::plan(&self.me, &self.leases, &self.slots, &self.busy) {
+        let mut writes = plan::plan(&self.me, &self.leases, &self.slots, &self.busy);
+        let dirty = self.replica.state.dirty();
+        self.metrics.dirty_slots.set(dirty.len() as i64);
+        for slot in dirty {
+            let Some(state) = self.slots.get(slot as usize) else {
+                continue;
+            };
+            let mine = state.record.owner.as_ref() == Some(&self.me);
+            if mine && !self.busy.contains(&slot) && !writes.iter().any(|w| w.slot == slot) {
+                writes.push(SlotWrite {
+                    slot,
+                    expect: state.revision,
+                    record: SlotRecord {
+                        owner: None,
+                        epoch: state.record.epoch + 1,
+                    },
+                });
+            }
+        }
+        let (claims, releases): (Vec<_>, Vec<_>) = writes.into_iter().partition(|w| w.is_claim());
+        for write in releases {
             self.busy.insert(write.slot);
             let store = buckets.slots.clone();
             ops.spawn(async move {
@@ -687,6 +754,49 @@ impl Node {
                 Done::Wrote { write, result }
             });
         }
+        let Some(log) = self.log.clone() else {
+            return;
+        };
+        if claims.is_empty() {
+            return;
+        }
+        for write in &claims {
+            self.busy.insert(write.slot);
+        }
+        self.metrics.replaying.inc();
+        let store = buckets.slots.clone();
+        let shards = self.replica.replays.clone();
+        let slot_count = self.settings.slots;
+        ops.spawn(async move {
+            let mut landing = JoinSet::new();
+            for write in claims {
+                let store = store.clone();
+                landing.spawn(async move {
+                    let result = write_slot(&store, &write).await;
+                    (write, result)
+                });
+            }
+            let mut results = Vec::new();
+            while let Some(done) = landing.join_next().await {
+                if let Ok(done) = done {
+                    results.push(done);
+                }
+            }
+            let claimed: std::collections::BTreeSet<u32> = results
+                .iter()
+                .filter(|(_, r)| r.is_ok())
+                .map(|(w, _)| w.slot)
+                .collect();
+            let taken_over = if claimed.is_empty() {
+                Ok(())
+            } else {
+                super::replica::take_over(&log, &claimed, slot_count, &shards).await
+            };
+            Done::Claimed {
+                results,
+                taken_over,
+            }
+        });
     }
 
     async fn done(
@@ -735,32 +845,66 @@ impl Node {
                 }
             }
             Done::Rewatched(_) => {}
-            Done::Wrote { write, result } => {
-                self.busy.remove(&write.slot);
-                match result {
-                    Ok(revision) => {
-                        if write.is_claim() {
-                            self.metrics.slot_claims.inc();
-                        } else {
-                            self.metrics.slot_releases.inc();
-                        }
-                        let state = &mut self.slots[write.slot as usize];
-                        if state.revision < revision {
-                            if self.slots_loaded && changed_hands(&state.record, &write.record) {
-                                self.metrics.slot_moves.inc();
-                            }
-                            *state = SlotState {
-                                record: write.record,
-                                revision,
-                            };
-                        }
+            Done::Claimed {
+                results,
+                taken_over,
+            } => {
+                self.metrics.replaying.dec();
+                let claimed: std::collections::BTreeSet<u32> = results
+                    .iter()
+                    .filter(|(_, r)| r.is_ok())
+                    .map(|(w, _)| w.slot)
+                    .collect();
+                match taken_over {
+                    Ok(()) => self.replica.state.clean(&claimed),
+                    Err(e) => {
+                        tracing::warn!(
+                            slots = claimed.len(),
+                            "taking slots over failed: {e}; releasing them to try again"
+                        );
+                        self.replica.state.mark_dirty(claimed.iter().copied());
                     }
-                    Err(e) => tracing::debug!(slot = write.slot, "slot write refused: {e}"),
                 }
+                for (write, result) in results {
+                    self.wrote(write, result);
+                }
+            }
+            Done::Wrote { write, result } => {
+                if !write.is_claim() {
+                    if let Some(log) = &self.log {
+                        log.forget(write.slot);
+                    }
+                }
+                self.wrote(write, result);
             }
         }
         self.mark_dirty();
         Ok(())
+    }
+
+    /// Records the result of one slot write.
+    fn wrote(&mut self, write: SlotWrite, result: Result<u64, String>) {
+        self.busy.remove(&write.slot);
+        match result {
+            Ok(revision) => {
+                if write.is_claim() {
+                    self.metrics.slot_claims.inc();
+                } else {
+                    self.metrics.slot_releases.inc();
+                }
+                let state = &mut self.slots[write.slot as usize];
+                if state.revision < revision {
+                    if self.slots_loaded && changed_hands(&state.record, &write.record) {
+                        self.metrics.slot_moves.inc();
+                    }
+                    *state = SlotState {
+                        record: write.record,
+                        revision,
+                    };
+                }
+            }
+            Err(e) => tracing::debug!(slot = write.slot, "slot write refused: {e}"),
+        }
     }
 
     fn refreshed(
@@ -855,17 +999,19 @@ impl Node {
     /// Publishes the snapshot the shards read, and the metrics.
     fn publish(&mut self) {
         let ready = self.ready();
+        // A slot of ours with a write in flight is not served: a claim's slot is being
+        // rebuilt from its log, a released one is on its way to another node.
         let slots: Vec<SlotView> = self
             .slots
             .iter()
-            .map(|s| SlotView {
+            .enumerate()
+            .map(|(i, s)| SlotView {
                 owner: s.record.owner.as_ref().map(|o| o.node.clone()),
                 epoch: s.record.epoch,
-                owner_live: s
-                    .record
-                    .owner
-                    .as_ref()
-                    .is_some_and(|o| plan::owner_live(o, &self.leases)),
+                owner_live: s.record.owner.as_ref().is_some_and(|o| {
+                    plan::owner_live(o, &self.leases)
+                        && !(o == &self.me && self.busy.contains(&(i as u32)))
+                }),
             })
             .collect();
         let map = SlotMap {

@@ -58,7 +58,7 @@ pub fn run(shard: &Rc<Shard>, reply: Reply, me: u64, spec: UploadSpec) {
         Some(active) => active,
         None => {
             let record = UploadRecord {
-                upload_id: media::random_id().to_vec(),
+                upload_id: media::new_upload_id(shard).to_vec(),
                 owner: me,
                 media: Some(pb::Media {
                     asset_id: Bytes::new(),

@@ -175,6 +175,9 @@ pub struct ShardMetrics {
     pub send_ack_seconds: Histogram,
     /// Duration of one group commit (`Store::commit` of a non-empty batch).
     pub storage_commit_seconds: Histogram,
+    /// In a cluster: from handing a group commit's writes to the cluster thread to their
+    /// slots' logs acknowledging them.
+    pub replication_seconds: Histogram,
     /// The push dispatcher's counters (`crate::push`).
     pub push: Arc<PushCounters>,
 }
@@ -203,6 +206,7 @@ impl ShardMetrics {
             errors: std::array::from_fn(|_| Counter::default()),
             send_ack_seconds: Histogram::default(),
             storage_commit_seconds: Histogram::default(),
+            replication_seconds: Histogram::default(),
             push: Arc::default(),
         }
     }

@@ -228,6 +228,12 @@ pub fn render(shards: &[Arc<ShardMetrics>]) -> String {
         "Duration of one group commit (WAL write, and fsync in fsync mode).",
         |s| &s.storage_commit_seconds,
     );
+    t.histogram(
+        shards,
+        "chatd_replication_seconds",
+        "In a cluster: from a group commit to its slots' logs acknowledging its writes.",
+        |s| &s.replication_seconds,
+    );
 
     t.push_counter(
         shards,

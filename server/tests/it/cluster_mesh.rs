@@ -16,7 +16,7 @@ const SLOTS: u32 = 1024;
 const NODES: [&str; 3] = ["a", "b", "c"];
 
 /// A username whose slot (and so the account) lives on `node` of a, b and c.
-fn name_homed_on(prefix: &str, node: &str) -> String {
+pub(crate) fn name_homed_on(prefix: &str, node: &str) -> String {
     (0..)
         .map(|i| format!("{prefix}{i}"))
         .find(|n| {
@@ -27,7 +27,7 @@ fn name_homed_on(prefix: &str, node: &str) -> String {
 }
 
 /// Node a, then b and c with a's certificate: one CA file works against every node.
-fn start_cluster(nats: &Nats) -> (Vec<Node>, PathBuf) {
+pub(crate) fn start_cluster(nats: &Nats) -> (Vec<Node>, PathBuf) {
     let a = Node::start("a", nats);
     let tls = a.dir.path().join("tls");
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -57,7 +57,7 @@ fn start_cluster(nats: &Nats) -> (Vec<Node>, PathBuf) {
     (nodes, tls.join("ca.pem"))
 }
 
-fn register_and_login(node: &Node, ca: &Path, name: &str) -> (Connection, pb::LoggedIn) {
+pub(crate) fn register_and_login(node: &Node, ca: &Path, name: &str) -> (Connection, pb::LoggedIn) {
     let conn = Connection::connect(&node.listen, ca).unwrap();
     conn.register(name, &password(name)).unwrap();
     let login = conn.login(name, &password(name)).unwrap();

@@ -8,6 +8,7 @@ mod blocking;
 mod changes;
 mod cluster;
 mod cluster_mesh;
+mod cluster_replica;
 mod crash;
 mod devices;
 mod failover;

@@ -1,0 +1,396 @@
+//! Each hash slot's log of committed writes, in one JetStream stream (docs/PROTOCOL.md
+//! appendix C): the owner of a slot publishes what its shards wrote there before anything
+//! that depends on it is answered, and a node that takes a slot over rebuilds it from the
+//! log before it serves it.
+//!
+//! - Stream `<name>_writes`, subjects `<name>.writes.<slot>`, file storage, the buckets'
+//!   replicas. A message is a `chat.replica.v1.SlotWrites` (an empty one is a fence).
+//! - Publishing ([`publish_rounds`]): the shards send [`Round`]s; everything queued is
+//!   published together, one message per slot (parts of several shards concatenated, which
+//!   protobuf reads as one list), each with the subject's expected last sequence. A
+//!   message that names another last sequence was fenced: someone else took the slot.
+//! - Taking over ([`take_over`]), after the slot's claim landed: publish a fence (an empty
+//!   message, no expectation: whatever the previous owner publishes after it is refused),
+//!   read every slot's log up to its fence, hand each shard the writes (it wipes what it
+//!   kept of those slots and applies them), and only then serve the slots.
+//! - A slot whose writes this node committed locally but could not publish is dirty
+//!   ([`ReplicaState`]): refused by placement until the node released it and took it over
+//!   again (the take-over wipes the local copy), so a retried send cannot be acked from
+//!   a local record the log lacks.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::consumer::pull::OrderedConfig;
+use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::stream::{self, StorageType};
+use bytes::{Bytes, BytesMut};
+use chat_protocol::replica::{SlotWrites, Write};
+use futures_lite::StreamExt;
+use prost::Message as _;
+use tokio::task::JoinSet;
+
+use super::ClusterMetrics;
+
+/// Largest message published: NATS refuses payloads over its `max_payload` (1 MiB by
+/// default). A part over it still goes alone (and fails loudly if NATS refuses it).
+pub const MAX_MESSAGE_BYTES: usize = 512 * 1024;
+/// How long a slot's publish is retried (same message id: JetStream keeps one copy)
+/// before its round fails.
+const PUBLISH_DEADLINE: Duration = Duration::from_secs(10);
+/// Limit on one JetStream request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most subjects one replay consumer filters on.
+const SUBJECTS_PER_CONSUMER: usize = 256;
+
+/// One shard's writes of one group commit, by slot, for the cluster thread to publish.
+#[derive(Debug)]
+pub struct Round {
+    pub parts: Vec<(u32, Bytes)>,
+    pub done: flume::Sender<Result<(), String>>,
+}
+
+/// For a shard: replace what it holds of `slots` by `writes`, their logs replayed.
+#[derive(Debug)]
+pub struct Replay {
+    pub slots: Arc<BTreeSet<u32>>,
+    pub slot_count: u32,
+    pub writes: Arc<Vec<Write>>,
+    pub done: flume::Sender<Result<(), String>>,
+}
+
+/// What the shards and the cluster thread share about replication.
+#[derive(Debug, Default)]
+pub struct ReplicaState {
+    dirty: Mutex<HashSet<u32>>,
+    /// Fast path: placement reads this on every key.
+    any_dirty: AtomicBool,
+}
+
+impl ReplicaState {
+    /// Marks slots whose local writes are not all in their logs.
+    pub fn mark_dirty(&self, slots: impl IntoIterator<Item = u32>) {
+        let mut dirty = self.dirty.lock().unwrap_or_else(|e| e.into_inner());
+        dirty.extend(slots);
+        self.any_dirty.store(!dirty.is_empty(), Ordering::Release);
+    }
+
+    pub fn is_dirty(&self, slot: u32) -> bool {
+        self.any_dirty.load(Ordering::Acquire)
+            && self
+                .dirty
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&slot)
+    }
+
+    pub fn dirty(&self) -> Vec<u32> {
+        if !self.any_dirty.load(Ordering::Acquire) {
+            return Vec::new();
+        }
+        let dirty = self.dirty.lock().unwrap_or_else(|e| e.into_inner());
+        dirty.iter().copied().collect()
+    }
+
+    /// The slots were rebuilt from their logs.
+    pub fn clean(&self, slots: &BTreeSet<u32>) {
+        let mut dirty = self.dirty.lock().unwrap_or_else(|e| e.into_inner());
+        dirty.retain(|s| !slots.contains(s));
+        self.any_dirty.store(!dirty.is_empty(), Ordering::Release);
+    }
+}
+
+/// The shards' ends of replication, handed to the cluster thread.
+#[derive(Debug)]
+pub struct ReplicaPorts {
+    pub rounds: flume::Receiver<Round>,
+    /// One per shard of this node.
+    pub replays: Vec<flume::Sender<Replay>>,
+    pub state: Arc<ReplicaState>,
+}
+
+/// The stream of slot logs, and the last sequence of each slot this node serves.
+#[derive(Debug)]
+pub struct Log {
+    js: async_nats::jetstream::Context,
+    stream: stream::Stream,
+    name: String,
+    /// Set by a take-over, advanced by every publish, dropped when the slot is fenced
+    /// or released.
+    last: Mutex<HashMap<u32, u64>>,
+    /// Message ids: unique per process (a random prefix), so JetStream's duplicate
+    /// window only ever folds a retry of the same message.
+    id_prefix: String,
+    next_id: AtomicU64,
+    metrics: Arc<ClusterMetrics>,
+}
+
+impl Log {
+    /// Opens (creating it if needed) the stream of cluster `name`.
+    pub async fn open(
+        js: async_nats::jetstream::Context,
+        name: &str,
+        replicas: usize,
+        metrics: Arc<ClusterMetrics>,
+    ) -> Result<Self, String> {
+        let config = stream::Config {
+            name: format!("{name}_writes"),
+            description: Some("chatd: each hash slot's committed writes".into()),
+            subjects: vec![format!("{name}.writes.*")],
+            storage: StorageType::File,
+            num_replicas: replicas,
+            duplicate_window: Duration::from_secs(120),
+            allow_direct: true,
+            ..Default::default()
+        };
+        let stream = tokio::time::timeout(REQUEST_TIMEOUT, js.get_or_create_stream(config))
+            .await
+            .map_err(|_| "the writes stream: no answer from JetStream".to_string())?
+            .map_err(|e| format!("the writes stream: {e}"))?;
+        Ok(Self {
+            js,
+            stream,
+            name: name.to_string(),
+            last: Mutex::default(),
+            id_prefix: format!("{:016x}", rand::random::<u64>()),
+            next_id: AtomicU64::new(1),
+            metrics,
+        })
+    }
+
+    fn subject(&self, slot: u32) -> String {
+        format!("{}.writes.{slot}", self.name)
+    }
+
+    fn last(&self) -> std::sync::MutexGuard<'_, HashMap<u32, u64>> {
+        self.last.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The slot is no longer served here: its next take-over reads its log again.
+    pub fn forget(&self, slot: u32) {
+        self.last().remove(&slot);
+    }
+
+    /// Publishes `payload` to `slot`'s log after the last message this node knows there.
+    async fn publish(&self, slot: u32, payload: Bytes) -> Result<(), String> {
+        let Some(expected) = self.last().get(&slot).copied() else {
+            return Err(format!("slot {slot} is not taken over here"));
+        };
+        let id = format!(
+            "{}.{}",
+            self.id_prefix,
+            self.next_id.fetch_add(1, Ordering::Relaxed)
+        );
+        let deadline = Instant::now() + PUBLISH_DEADLINE;
+        loop {
+            let message = PublishMessage::build()
+                .payload(payload.clone())
+                .expected_last_subject_sequence(expected)
+                .message_id(&id);
+            let attempt = async {
+                let ack = self.js.send_publish(self.subject(slot), message).await?;
+                ack.await
+            };
+            let why = match tokio::time::timeout(REQUEST_TIMEOUT, attempt).await {
+                Ok(Ok(ack)) => {
+                    self.last().insert(slot, ack.sequence);
+                    self.metrics.replica_messages.inc();
+                    self.metrics.replica_bytes.add(payload.len() as u64);
+                    return Ok(());
+                }
+                Ok(Err(e)) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                    self.forget(slot);
+                    self.metrics.replica_fenced.inc();
+                    return Err(format!("slot {slot} was fenced: another node took it"));
+                }
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "no answer from JetStream".to_string(),
+            };
+            if Instant::now() > deadline {
+                return Err(format!("publishing to slot {slot}: {why}"));
+            }
+            tracing::debug!(slot, "publishing a slot's writes: {why}; retrying");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Publishes a slot's queued parts in order, merged into as few messages as fit.
+    async fn publish_parts(&self, slot: u32, parts: Vec<Bytes>) -> Result<(), String> {
+        let mut merged = BytesMut::new();
+        for part in parts {
+            if !merged.is_empty() && merged.len() + part.len() > MAX_MESSAGE_BYTES {
+                self.publish(slot, merged.split().freeze()).await?;
+            }
+            merged.extend_from_slice(&part);
+        }
+        if !merged.is_empty() {
+            self.publish(slot, merged.freeze()).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Publishes the shards' rounds until their side closes. Everything queued when a batch
+/// starts goes out together, each slot's parts merged; the next batch waits for it (a
+/// slot's next message needs the sequence of its last).
+pub async fn publish_rounds(log: Arc<Log>, rounds: flume::Receiver<Round>) {
+    while let Ok(first) = rounds.recv_async().await {
+        let mut batch = vec![first];
+        batch.extend(rounds.drain());
+        let mut by_slot: BTreeMap<u32, Vec<Bytes>> = BTreeMap::new();
+        for round in &batch {
+            for (slot, part) in &round.parts {
+                by_slot.entry(*slot).or_default().push(part.clone());
+            }
+        }
+        let mut publishes = JoinSet::new();
+        for (slot, parts) in by_slot {
+            let log = log.clone();
+            publishes.spawn(async move { (slot, log.publish_parts(slot, parts).await) });
+        }
+        let mut failed: HashMap<u32, String> = HashMap::new();
+        while let Some(done) = publishes.join_next().await {
+            match done {
+                Ok((_, Ok(()))) => {}
+                Ok((slot, Err(why))) => {
+                    failed.insert(slot, why);
+                }
+                Err(e) => tracing::error!("a publish task failed: {e}"),
+            }
+        }
+        log.metrics.replica_rounds.add(batch.len() as u64);
+        for round in batch {
+            let why = round.parts.iter().find_map(|(slot, _)| failed.get(slot));
+            let result = match why {
+                Some(why) => Err(why.clone()),
+                None => Ok(()),
+            };
+            if result.is_err() {
+                log.metrics.replica_failed.inc();
+            }
+            let _ = round.done.send(result);
+        }
+        for (slot, why) in &failed {
+            tracing::warn!(slot, "a round was not replicated: {why}");
+        }
+    }
+}
+
+/// Rebuilds `slots`, whose claims just landed, from their logs on every shard of this
+/// node; afterwards this node may serve them.
+pub async fn take_over(
+    log: &Log,
+    slots: &BTreeSet<u32>,
+    slot_count: u32,
+    shards: &[flume::Sender<Replay>],
+) -> Result<(), String> {
+    let started = Instant::now();
+    // Fence first: nothing the previous owner publishes after this is accepted, so the
+    // log read below is the whole of what was acknowledged.
+    let mut fences = JoinSet::new();
+    for &slot in slots {
+        let (js, subject) = (log.js.clone(), log.subject(slot));
+        fences.spawn(async move {
+            let sent = async {
+                let ack = js.publish(subject, Bytes::new()).await?;
+                ack.await
+            };
+            let result = match tokio::time::timeout(REQUEST_TIMEOUT, sent).await {
+                Ok(Ok(ack)) => Ok(ack.sequence),
+                Ok(Err(e)) => Err(format!("fencing slot {slot}: {e}")),
+                Err(_) => Err(format!("fencing slot {slot}: no answer from JetStream")),
+            };
+            (slot, result)
+        });
+    }
+    let mut fenced_at = BTreeMap::new();
+    while let Some(done) = fences.join_next().await {
+        let (slot, result) = done.map_err(|e| e.to_string())?;
+        fenced_at.insert(slot, result?);
+    }
+    let subjects: Vec<String> = slots.iter().map(|&s| log.subject(s)).collect();
+    let mut writes = Vec::new();
+    let mut entries = 0u64;
+    for chunk in subjects.chunks(SUBJECTS_PER_CONSUMER) {
+        let (more, read) = read_logs(log, chunk.to_vec()).await?;
+        writes.extend(more);
+        entries += read;
+    }
+    let writes = Arc::new(writes);
+    let slots_arc = Arc::new(slots.clone());
+    let mut answers = Vec::new();
+    for shard in shards {
+        let (done, answer) = flume::bounded(1);
+        let replay = Replay {
+            slots: slots_arc.clone(),
+            slot_count,
+            writes: writes.clone(),
+            done,
+        };
+        shard
+            .send_async(replay)
+            .await
+            .map_err(|_| "a shard stopped".to_string())?;
+        answers.push(answer);
+    }
+    for answer in answers {
+        answer
+            .recv_async()
+            .await
+            .map_err(|_| "a shard stopped".to_string())??;
+    }
+    log.last().extend(fenced_at);
+    log.metrics.replayed_entries.add(entries);
+    log.metrics.replayed_writes.add(writes.len() as u64);
+    tracing::info!(
+        slots = slots.len(),
+        entries,
+        writes = writes.len(),
+        ms = started.elapsed().as_millis() as u64,
+        "took slots over from their logs"
+    );
+    Ok(())
+}
+
+/// Every write in the logs of `subjects` (each ends with a fence), in stream order, and
+/// how many messages held them.
+async fn read_logs(log: &Log, subjects: Vec<String>) -> Result<(Vec<Write>, u64), String> {
+    let config = OrderedConfig {
+        filter_subjects: subjects,
+        ..Default::default()
+    };
+    let consumer = tokio::time::timeout(REQUEST_TIMEOUT, log.stream.create_consumer(config))
+        .await
+        .map_err(|_| "replaying: no answer from JetStream".to_string())?
+        .map_err(|e| format!("replaying: {e}"))?;
+    let mut messages = consumer
+        .messages()
+        .await
+        .map_err(|e| format!("replaying: {e}"))?;
+    let mut writes = Vec::new();
+    let mut entries = 0;
+    loop {
+        let next = tokio::time::timeout(REQUEST_TIMEOUT, messages.next())
+            .await
+            .map_err(|_| "replaying: no answer from JetStream".to_string())?;
+        let Some(message) = next else {
+            return Err("replaying: the consumer ended".into());
+        };
+        let message = message.map_err(|e| format!("replaying: {e}"))?;
+        let pending = message
+            .info()
+            .map_err(|e| format!("replaying: {e}"))?
+            .pending;
+        let decoded = SlotWrites::decode(&message.payload[..])
+            .map_err(|e| format!("replaying {}: {e}", message.subject))?;
+        entries += 1;
+        writes.extend(decoded.writes);
+        // Only this node writes these subjects now (fenced, and not served meanwhile).
+        if pending == 0 {
+            return Ok((writes, entries));
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! A cluster shard's group commit: the round's writes go to RocksDB, then to their slots'
+//! logs (`cluster::replica`), and only then is anything that depends on them answered or
+//! sent on. One round is in flight per shard; what arrives meanwhile is staged for the
+//! next one. Also the other direction: a slot's log replayed into this shard's store.
+
+use bytes::Bytes;
+
+use super::*;
+use crate::cluster::replica::{Replay, ReplicaState, Round};
+use crate::cluster::ClusterView;
+
+/// A cluster shard's ends of replication.
+#[derive(Debug, Clone)]
+pub struct ShardReplica {
+    pub rounds: flume::Sender<Round>,
+    pub state: Arc<ReplicaState>,
+    pub view: ClusterView,
+}
+
+impl Shard {
+    /// Commits the staged writes, publishes them to their slots' logs, then finishes the
+    /// work that waited for them. A round that cannot be published is failed with
+    /// UNAVAILABLE (clients retry; sends are idempotent) and the slots it wrote are dirty:
+    /// refused until rebuilt from their logs, so no later answer rests on its writes.
+    pub async fn commit_replicated(self: &Rc<Self>) {
+        let Some(work) = self.commit_local() else {
+            return;
+        };
+        let Some(replica) = &self.replica else {
+            self.finish(work);
+            return;
+        };
+        let writes = self.store.take_captured();
+        if !writes.is_empty() {
+            let map = replica.view.load();
+            let state = &replica.state;
+            let split = crate::replica::split(&writes, map.slot_count(), |slot| {
+                map.owned(slot) && !state.is_dirty(slot)
+            });
+            let touched: Vec<u32> = split
+                .slots
+                .keys()
+                .chain(split.unowned.iter())
+                .copied()
+                .collect();
+            let published = if split.unowned.is_empty() {
+                self.publish(replica, split.slots).await
+            } else {
+                Err(format!(
+                    "writes for {} slots this node does not serve",
+                    split.unowned.len()
+                ))
+            };
+            if let Err(why) = published {
+                tracing::warn!(
+                    shard = self.id,
+                    slots = touched.len(),
+                    "a group commit was not replicated: {why}"
+                );
+                state.mark_dirty(touched);
+                self.fail_work(work, ErrorCode::Unavailable, "not replicated; retry");
+                return;
+            }
+        }
+        let (stale, work): (Vec<_>, Vec<_>) = work
+            .into_iter()
+            .partition(|item| self.rests_on_unserved(item));
+        self.fail_work(stale, ErrorCode::Unavailable, "not replicated; retry");
+        self.finish(work);
+    }
+
+    async fn publish(
+        &self,
+        replica: &ShardReplica,
+        slots: std::collections::BTreeMap<u32, Vec<u8>>,
+    ) -> Result<(), String> {
+        if slots.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let (done, answer) = flume::bounded(1);
+        let parts = slots
+            .into_iter()
+            .map(|(slot, part)| (slot, Bytes::from(part)))
+            .collect();
+        let round = Round { parts, done };
+        let stopped = || "the cluster thread stopped".to_string();
+        replica
+            .rounds
+            .send_async(round)
+            .await
+            .map_err(|_| stopped())?;
+        let result = answer.recv_async().await.map_err(|_| stopped())?;
+        self.metrics.replication_seconds.observe(started.elapsed());
+        result
+    }
+
+    /// A duplicate send answered from a record this shard keeps, in a slot it does not
+    /// serve cleanly now: that record may be one whose round was never replicated.
+    fn rests_on_unserved(&self, item: &AfterCommit) -> bool {
+        let Some(replica) = &self.replica else {
+            return false;
+        };
+        let user = match item {
+            AfterCommit::StoredForRecipient {
+                msg,
+                duplicate: true,
+                ..
+            } => msg.to_user_id,
+            AfterCommit::RecordedForSender {
+                msg,
+                duplicate: true,
+                ..
+            } => msg.from_user_id,
+            _ => return false,
+        };
+        let map = replica.view.load();
+        let slot = map.slot_of(user);
+        !map.owned(slot) || replica.state.is_dirty(slot)
+    }
+
+    /// Replaces what this shard holds of the replayed slots by their logs' writes.
+    pub fn replay(&self, replay: &Replay) -> Result<(), String> {
+        let slots = &replay.slots;
+        let count = replay.slot_count;
+        let wiped = self
+            .store
+            .wipe(|owner| crate::replica::wiped_by(owner, slots, count))
+            .map_err(|e| format!("wiping slots: {e}"))?;
+        let mine: Vec<_> = replay
+            .writes
+            .iter()
+            .filter(|w| {
+                let owner = chat_storage::replica::owner_of(w);
+                crate::replica::lands_on(&owner, self.id, self.shards)
+            })
+            .cloned()
+            .collect();
+        self.store
+            .apply(&mine)
+            .map_err(|e| format!("applying replayed writes: {e}"))?;
+        // Cached groups and uploads may describe what the wipe removed.
+        self.groups.forget_cached();
+        self.uploads.forget_cached();
+        tracing::info!(
+            shard = self.id,
+            slots = slots.len(),
+            wiped,
+            applied = mine.len(),
+            "rebuilt slots from their logs"
+        );
+        Ok(())
+    }
+}

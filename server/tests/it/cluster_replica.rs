@@ -1,0 +1,103 @@
+//! Replication: what a node acknowledged is in its slots' logs, so killing it loses none of
+//! it; the nodes that take its slots over rebuild them from the logs. Three nats-server
+//! processes and three chatd nodes, as in `cluster_mesh.rs`.
+
+use std::time::{Duration, Instant};
+
+use chat_client::{pb, Connection};
+
+use crate::cluster::{converged, nats_server, nodes_agree, wait_for, Nats, ONE_AT_A_TIME};
+use crate::cluster_mesh::{name_homed_on, register_and_login, start_cluster};
+use crate::support::{next_message, password};
+
+/// Retries `op` while the cluster answers UNAVAILABLE (a slot between owners), for up
+/// to 15 s.
+fn retrying<T>(mut op: impl FnMut() -> chat_client::Result<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match op() {
+            Ok(v) => return v,
+            Err(chat_client::ClientError::Server { code, message })
+                if code == pb::ErrorCode::Unavailable && Instant::now() < deadline =>
+            {
+                eprintln!("retrying: {message}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+#[test]
+fn acked_messages_survive_a_kill_9_of_the_node_that_stored_them() {
+    let Some(binary) = nats_server() else { return };
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let nats = Nats::start(&binary, 3);
+    let (mut nodes, ca) = start_cluster(&nats);
+
+    // Bob's account, inbox and history live on b; he signs up through a and goes offline.
+    let (alice_name, bob_name) = (name_homed_on("alice", "c"), name_homed_on("bob", "b"));
+    let (alice, alice_in) = register_and_login(&nodes[0], &ca, &alice_name);
+    let (bob, bob_in) = register_and_login(&nodes[0], &ca, &bob_name);
+    drop(bob);
+    alice.sync(None).unwrap();
+
+    // Every send is acked only once b's writes are in JetStream (R3).
+    let texts: Vec<String> = (0..20)
+        .map(|i| format!("while you were away {i}"))
+        .collect();
+    let mut acks = Vec::new();
+    for text in &texts {
+        acks.push(alice.send_message(bob_in.user_id, text).unwrap());
+    }
+    let published = nodes[1].metric("chatd_cluster_replica_rounds_total");
+    assert!(published.unwrap_or(0.0) > 0.0, "b published {published:?}");
+
+    let killed = Instant::now();
+    nodes[1].kill_9();
+    let survivors = [&nodes[0], &nodes[2]];
+    let (_, moved) = wait_for(Duration::from_secs(30), &survivors, || {
+        converged(&nats.urls(), &["a", "c"])
+    });
+    wait_for(Duration::from_secs(30), &survivors, || {
+        nodes_agree(&survivors, &["a", "c"])
+    });
+    println!(
+        "b's slots moved {:?} after the kill, ready on both survivors after {:?}",
+        moved,
+        killed.elapsed()
+    );
+
+    // Bob's account came back with his slot: his token resumes on a, his password works.
+    let again = Connection::connect(&nodes[0].listen, &ca).unwrap();
+    let resumed = retrying(|| again.resume(&bob_in.token));
+    assert_eq!(resumed.user_id, bob_in.user_id);
+    let fresh = Connection::connect(&nodes[2].listen, &ca).unwrap();
+    let login = retrying(|| fresh.login(&bob_name, &password(&bob_name)));
+    assert_eq!(login.user_id, bob_in.user_id);
+
+    // Every acked message, in order, with its seq.
+    again.sync(None).unwrap();
+    for (text, ack) in texts.iter().zip(&acks) {
+        let got = next_message(&again);
+        assert_eq!((&got.text, got.seq), (text, ack.seq));
+        assert_eq!(got.from_user_id, alice_in.user_id);
+    }
+    let page = again.history(alice_in.user_id, 0, 50).unwrap();
+    assert_eq!(page.messages.len(), texts.len(), "{page:?}");
+
+    // A message after the failover goes on from the replicated seq.
+    let after = retrying(|| alice.send_message(bob_in.user_id, "after the failover"));
+    assert!(after.seq > acks.last().unwrap().seq, "{after:?}");
+    assert_eq!(next_message(&again).text, "after the failover");
+
+    let replayed: f64 = survivors
+        .iter()
+        .map(|n| {
+            n.metric("chatd_cluster_replayed_writes_total")
+                .unwrap_or(0.0)
+        })
+        .sum();
+    assert!(replayed > 0.0, "the survivors replayed b's slots");
+    nodes.clear();
+}
