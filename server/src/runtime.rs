@@ -539,6 +539,10 @@ async fn run_shard(seed: ShardSeed) {
         if let Err(e) = s.store.persist_cursors() {
             tracing::error!(shard = s.id, "writing ack cursors: {e}");
         }
+        // In a cluster the cursors are replicated with the next round: ask for one.
+        if s.store.has_captured() {
+            s.want_commit();
+        }
     }));
     // Uploads abandoned for a day.
     let sweeping = shard.clone();

@@ -226,6 +226,13 @@ pub enum AfterCommit {
     },
     /// An answer to send once staged writes are durable.
     Answer { reply: Reply, body: Body },
+    /// An answer that changes the connection's state, sent once the writes made for it
+    /// are replicated (`Shard::respond_auth`).
+    Reply {
+        reply: Reply,
+        auth: Auth,
+        body: Body,
+    },
     /// A message for a shard (a request's next step) once staged writes are durable.
     Dispatch { dest: usize, msg: Box<ShardMsg> },
     /// An event appended to a user's inbox, to push once durable.
@@ -613,6 +620,7 @@ impl Shard {
                 AfterCommit::StoredForRecipient { reply, .. }
                 | AfterCommit::RecordedForSender { reply, .. }
                 | AfterCommit::Answer { reply, .. }
+                | AfterCommit::Reply { reply, .. }
                 | AfterCommit::GroupEntry { reply, .. } => self.fail(reply, code, why),
                 AfterCommit::Dispatch { msg, .. } => self.refuse(*msg, code, why),
                 // Unconfirmed: the group's shard hands the entry out again on restart.
@@ -668,7 +676,10 @@ impl Shard {
                     msg,
                     duplicate,
                 } => cmd::send::durable_for_sender(self, reply, &msg, duplicate),
-                AfterCommit::Answer { reply, body } => self.respond(reply, body),
+                AfterCommit::Answer { reply, body } => {
+                    self.answer_now(reply, Auth::Unchanged, body)
+                }
+                AfterCommit::Reply { reply, auth, body } => self.answer_now(reply, auth, body),
                 AfterCommit::Dispatch { dest, msg } => self.dispatch(dest, *msg),
                 AfterCommit::Appended { user, event } => self.on_appended(user, &event),
                 AfterCommit::GroupEntry {

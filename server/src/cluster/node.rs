@@ -706,6 +706,7 @@ impl Node {
             Operation::Delete | Operation::Purge => SlotRecord {
                 owner: None,
                 epoch: state.record.epoch,
+                rebuilding: false,
             },
         };
         if self.slots_loaded && changed_hands(&state.record, &record) {
@@ -721,10 +722,11 @@ impl Node {
     /// Starts the claims and releases the plan asks for, all at once (JetStream pipelines
     /// them; each is a compare-and-swap on the slot's revision).
     ///
-    /// Claims go together: once they landed, the slots are rebuilt from their logs
-    /// (`replica::take_over`) and only then served (a slot with a write in flight is not
-    /// served, see `publish`). A dirty slot (local writes its log lacks) is released, to
-    /// be claimed, and so rebuilt, again.
+    /// Claims go together, marked `rebuilding`: once they landed, the slots are rebuilt
+    /// from their logs (`replica::take_over`), then marked rebuilt, and only then served.
+    /// A slot of ours still marked `rebuilding` (a take-over that failed or was cut short)
+    /// is taken over again. A dirty slot (local writes its log lacks) is released, to be
+    /// claimed, and so rebuilt, again.
     fn start_writes(&mut self, buckets: &Buckets, ops: &mut JoinSet<Done>) {
         let mut writes = plan::plan(&self.me, &self.leases, &self.slots, &self.busy);
         let dirty = self.replica.state.dirty();
@@ -734,13 +736,18 @@ impl Node {
                 continue;
             };
             let mine = state.record.owner.as_ref() == Some(&self.me);
-            if mine && !self.busy.contains(&slot) && !writes.iter().any(|w| w.slot == slot) {
+            if mine
+                && !state.record.rebuilding
+                && !self.busy.contains(&slot)
+                && !writes.iter().any(|w| w.slot == slot)
+            {
                 writes.push(SlotWrite {
                     slot,
                     expect: state.revision,
                     record: SlotRecord {
                         owner: None,
                         epoch: state.record.epoch + 1,
+                        rebuilding: false,
                     },
                 });
             }
@@ -757,10 +764,30 @@ impl Node {
         let Some(log) = self.log.clone() else {
             return;
         };
-        if claims.is_empty() {
+        // Ours, but not rebuilt: as if just claimed.
+        let unfinished: Vec<(SlotWrite, u64)> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(slot, s)| {
+                s.record.rebuilding
+                    && s.record.owner.as_ref() == Some(&self.me)
+                    && !self.busy.contains(&(*slot as u32))
+                    && !claims.iter().any(|c| c.slot == *slot as u32)
+            })
+            .map(|(slot, s)| {
+                let write = SlotWrite {
+                    slot: slot as u32,
+                    expect: s.revision,
+                    record: s.record.clone(),
+                };
+                (write, s.revision)
+            })
+            .collect();
+        if claims.is_empty() && unfinished.is_empty() {
             return;
         }
-        for write in &claims {
+        for write in claims.iter().chain(unfinished.iter().map(|(w, _)| w)) {
             self.busy.insert(write.slot);
         }
         self.metrics.replaying.inc();
@@ -768,30 +795,30 @@ impl Node {
         let shards = self.replica.replays.clone();
         let slot_count = self.settings.slots;
         ops.spawn(async move {
-            let mut landing = JoinSet::new();
-            for write in claims {
-                let store = store.clone();
-                landing.spawn(async move {
-                    let result = write_slot(&store, &write).await;
-                    (write, result)
-                });
-            }
-            let mut results = Vec::new();
-            while let Some(done) = landing.join_next().await {
-                if let Ok(done) = done {
-                    results.push(done);
-                }
-            }
-            let claimed: std::collections::BTreeSet<u32> = results
-                .iter()
-                .filter(|(_, r)| r.is_ok())
-                .map(|(w, _)| w.slot)
-                .collect();
-            let taken_over = if claimed.is_empty() {
+            let (mut landed, mut results) = write_all(&store, claims).await;
+            landed.extend(unfinished);
+            let slots: std::collections::BTreeSet<u32> =
+                landed.iter().map(|(w, _)| w.slot).collect();
+            let taken_over = if slots.is_empty() {
                 Ok(())
             } else {
-                super::replica::take_over(&log, &claimed, slot_count, &shards).await
+                super::replica::take_over(&log, &slots, slot_count, &shards).await
             };
+            if taken_over.is_ok() {
+                let rebuilt = landed.into_iter().map(|(w, revision)| SlotWrite {
+                    slot: w.slot,
+                    expect: revision,
+                    record: SlotRecord {
+                        rebuilding: false,
+                        ..w.record
+                    },
+                });
+                let (marked, failed) = write_all(&store, rebuilt.collect()).await;
+                results.extend(failed);
+                results.extend(marked.into_iter().map(|(w, r)| (w, Ok(r))));
+            } else {
+                results.extend(landed.into_iter().map(|(w, r)| (w, Ok(r))));
+            }
             Done::Claimed {
                 results,
                 taken_over,
@@ -857,13 +884,11 @@ impl Node {
                     .collect();
                 match taken_over {
                     Ok(()) => self.replica.state.clean(&claimed),
-                    Err(e) => {
-                        tracing::warn!(
-                            slots = claimed.len(),
-                            "taking slots over failed: {e}; releasing them to try again"
-                        );
-                        self.replica.state.mark_dirty(claimed.iter().copied());
-                    }
+                    // Still marked rebuilding: the next plan takes them over again.
+                    Err(e) => tracing::warn!(
+                        slots = claimed.len(),
+                        "taking slots over failed: {e}; trying again"
+                    ),
                 }
                 for (write, result) in results {
                     self.wrote(write, result);
@@ -887,10 +912,10 @@ impl Node {
         self.busy.remove(&write.slot);
         match result {
             Ok(revision) => {
-                if write.is_claim() {
-                    self.metrics.slot_claims.inc();
-                } else {
-                    self.metrics.slot_releases.inc();
+                match (write.is_claim(), write.record.rebuilding) {
+                    (true, true) => self.metrics.slot_claims.inc(),
+                    (true, false) => {} // marked rebuilt
+                    (false, _) => self.metrics.slot_releases.inc(),
                 }
                 let state = &mut self.slots[write.slot as usize];
                 if state.revision < revision {
@@ -999,8 +1024,8 @@ impl Node {
     /// Publishes the snapshot the shards read, and the metrics.
     fn publish(&mut self) {
         let ready = self.ready();
-        // A slot of ours with a write in flight is not served: a claim's slot is being
-        // rebuilt from its log, a released one is on its way to another node.
+        // A slot being rebuilt from its log is served by nobody yet, and one of ours with a
+        // write in flight is not served here (a released one is on its way elsewhere).
         let slots: Vec<SlotView> = self
             .slots
             .iter()
@@ -1010,6 +1035,7 @@ impl Node {
                 epoch: s.record.epoch,
                 owner_live: s.record.owner.as_ref().is_some_and(|o| {
                     plan::owner_live(o, &self.leases)
+                        && !s.record.rebuilding
                         && !(o == &self.me && self.busy.contains(&(i as u32)))
                 }),
             })
@@ -1033,7 +1059,7 @@ impl Node {
         let owned = self
             .slots
             .iter()
-            .filter(|s| ready && s.record.owner.as_ref() == Some(&self.me))
+            .filter(|s| ready && !s.record.rebuilding && s.record.owner.as_ref() == Some(&self.me))
             .count();
         let unowned = self
             .slots
@@ -1097,6 +1123,7 @@ impl Node {
                 record: SlotRecord {
                     owner: None,
                     epoch: state.record.epoch + 1,
+                    rebuilding: false,
                 },
             };
             let store = buckets.slots.clone();
@@ -1167,6 +1194,31 @@ async fn try_open_bucket(
                 .map_err(|_| format!("bucket {}: {create}", config.bucket)),
         },
     }
+}
+
+/// The writes, all at once: those that landed (with their new revisions), and the
+/// results of those that did not.
+async fn write_all(
+    store: &Store,
+    writes: Vec<SlotWrite>,
+) -> (Vec<(SlotWrite, u64)>, Vec<(SlotWrite, Result<u64, String>)>) {
+    let mut running = JoinSet::new();
+    for write in writes {
+        let store = store.clone();
+        running.spawn(async move {
+            let result = write_slot(&store, &write).await;
+            (write, result)
+        });
+    }
+    let (mut landed, mut failed) = (Vec::new(), Vec::new());
+    while let Some(done) = running.join_next().await {
+        match done {
+            Ok((write, Ok(revision))) => landed.push((write, revision)),
+            Ok((write, Err(e))) => failed.push((write, Err(e))),
+            Err(e) => tracing::error!("a slot write task failed: {e}"),
+        }
+    }
+    (landed, failed)
 }
 
 /// One compare-and-swap of a slot's record; the new revision.

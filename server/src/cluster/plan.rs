@@ -92,6 +92,7 @@ pub fn plan(
                 record: SlotRecord {
                     owner: claim.then(|| me.clone()),
                     epoch: state.record.epoch + 1,
+                    rebuilding: claim,
                 },
             });
         }

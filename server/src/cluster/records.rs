@@ -53,13 +53,17 @@ pub struct Owner {
     pub incarnation: String,
 }
 
-/// A slot's record. Every write of it (a claim, a release) increases `epoch` by one, so an
-/// (owner, epoch) pair names one term of ownership that no other owner ever had.
+/// A slot's record. A claim and a release increase `epoch` by one, so an (owner, epoch)
+/// pair names one term of ownership that no other owner ever had.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct SlotRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<Owner>,
     pub epoch: u64,
+    /// Set by the claim; cleared (same epoch) once the owner has rebuilt the slot from its
+    /// log. No node routes to the slot meanwhile.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rebuilding: bool,
 }
 
 pub fn encode<T: Serialize>(value: &T) -> bytes::Bytes {
@@ -84,6 +88,7 @@ mod tests {
                 incarnation: "00c0ffee00c0ffee".into(),
             }),
             epoch: 12,
+            rebuilding: false,
         };
         let bytes = encode(&owned);
         assert!(bytes.len() < 80, "{}", bytes.len());
@@ -91,6 +96,7 @@ mod tests {
         let free = SlotRecord {
             owner: None,
             epoch: 13,
+            rebuilding: false,
         };
         assert_eq!(&encode(&free)[..], b"{\"epoch\":13}");
         assert_eq!(decode::<SlotRecord>(b"{\"epoch\":13}"), Some(free));

@@ -153,14 +153,21 @@ impl Shard {
     }
 
     pub fn respond(self: &Rc<Self>, reply: Reply, body: Body) {
-        self.to_conn(
-            reply.conn,
-            Auth::Unchanged,
-            envelope(reply.request_id, body),
-        );
+        self.respond_auth(reply, Auth::Unchanged, body);
     }
 
+    /// Answers a request. In a cluster, an answer given after a write made directly (not
+    /// staged for the group commit) waits for the round that replicates that write.
     pub fn respond_auth(self: &Rc<Self>, reply: Reply, auth: Auth, body: Body) {
+        if self.replica.is_some() && self.store.has_captured() {
+            self.after_commit(AfterCommit::Reply { reply, auth, body });
+            return;
+        }
+        self.answer_now(reply, auth, body);
+    }
+
+    /// Answers a request whose writes are durable (and replicated, in a cluster).
+    pub(super) fn answer_now(self: &Rc<Self>, reply: Reply, auth: Auth, body: Body) {
         self.to_conn(reply.conn, auth, envelope(reply.request_id, body));
     }
 

@@ -213,7 +213,7 @@ impl Node {
     }
 
     /// Sends `signal` (`STOP`, `CONT`) to the process.
-    fn signal(&self, signal: &str) {
+    pub(crate) fn signal(&self, signal: &str) {
         let pid = self.child.as_ref().expect("running").id();
         let status = Command::new("sh")
             .args(["-c", &format!("kill -{signal} {pid}")])
@@ -265,6 +265,8 @@ impl Drop for Node {
 struct Slot {
     owner: Option<(String, String)>,
     epoch: u64,
+    /// Claimed, not yet rebuilt from its log by its owner.
+    rebuilding: bool,
 }
 
 /// The cluster's state as JetStream holds it.
@@ -288,7 +290,7 @@ fn read_cluster(urls: &str) -> Result<Snapshot, String> {
             snapshot.leases.insert(entry.key, incarnation);
         }
         for entry in latest(&js, "chatd_slots").await? {
-            let Some(slot) = entry.key.strip_prefix("slot.") else {
+            let Some(slot_key) = entry.key.strip_prefix("slot.") else {
                 continue;
             };
             let value: serde_json::Value =
@@ -298,12 +300,20 @@ fn read_cluster(urls: &str) -> Result<Snapshot, String> {
                 (field("node"), field("incarnation"))
             });
             let epoch = value["epoch"].as_u64().unwrap_or(0);
-            snapshot
-                .slots
-                .insert(slot.parse().unwrap(), Slot { owner, epoch });
+            let rebuilding = value["rebuilding"].as_bool().unwrap_or(false);
+            let slot = Slot {
+                owner,
+                epoch,
+                rebuilding,
+            };
+            snapshot.slots.insert(slot_number(slot_key)?, slot);
         }
         Ok(snapshot)
     })
+}
+
+fn slot_number(key: &str) -> Result<u32, String> {
+    key.parse().map_err(|e| format!("slot key {key:?}: {e}"))
 }
 
 /// A JetStream context over a connection of its own to `urls` (comma-separated).
@@ -421,6 +431,9 @@ pub(crate) fn converged(urls: &str, live: &[&str]) -> Result<Snapshot, String> {
             return Err(format!(
                 "slot {slot} is held by an old incarnation of {owner}"
             ));
+        }
+        if record.rebuilding {
+            return Err(format!("slot {slot} is still being rebuilt by {owner}"));
         }
     }
     Ok(snapshot)

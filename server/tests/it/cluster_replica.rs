@@ -101,3 +101,63 @@ fn acked_messages_survive_a_kill_9_of_the_node_that_stored_them() {
     assert!(replayed > 0.0, "the survivors replayed b's slots");
     nodes.clear();
 }
+
+#[test]
+fn a_paused_owner_is_fenced_and_a_retried_send_is_stored_once() {
+    let Some(binary) = nats_server() else { return };
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let nats = Nats::start(&binary, 3);
+    let (mut nodes, ca) = start_cluster(&nats);
+    let (alice_name, bob_name) = (name_homed_on("alice", "c"), name_homed_on("bob", "b"));
+    let (mut alice, _) = register_and_login(&nodes[0], &ca, &alice_name);
+    let (bob, bob_in) = register_and_login(&nodes[0], &ca, &bob_name);
+    drop(bob);
+    alice.set_timeout(Duration::from_secs(2));
+
+    // b freezes past its lease: its slots move, fenced in their logs. The send waits on
+    // the frozen b, times out, and is retried with the same id until a node that took
+    // b's slots stores it.
+    nodes[1].signal("STOP");
+    let started = Instant::now();
+    let text = "sent while b was frozen";
+    let ack = loop {
+        match alice.send_message_with_id(bob_in.user_id, 42, text) {
+            Ok(ack) => break ack,
+            Err(e) => {
+                assert!(started.elapsed() < Duration::from_secs(60), "{e}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    };
+    let survivors = [&nodes[0], &nodes[2]];
+    wait_for(Duration::from_secs(30), &survivors, || {
+        converged(&nats.urls(), &["a", "c"])
+    });
+
+    // b wakes up with what it had queued: whatever it writes for its old slots now is
+    // refused (its publishes name a last sequence the fence replaced), and it comes back
+    // as a new incarnation that takes its slots over again from their logs.
+    nodes[1].signal("CONT");
+    let all: Vec<&_> = nodes.iter().collect();
+    wait_for(Duration::from_secs(60), &all, || {
+        converged(&nats.urls(), &["a", "b", "c"])
+    });
+    wait_for(Duration::from_secs(30), &all, || {
+        nodes_agree(&all, &["a", "b", "c"])
+    });
+    let losses = nodes[1].metric("chatd_cluster_lease_losses_total");
+    assert!(losses.unwrap_or(0.0) >= 1.0, "b lost its lease: {losses:?}");
+
+    // Bob, back on b's slot, has the message exactly once, at the acked seq.
+    let again = Connection::connect(&nodes[2].listen, &ca).unwrap();
+    retrying(|| again.resume(&bob_in.token));
+    again.sync(Some(0)).unwrap();
+    let got = next_message(&again);
+    assert_eq!((got.text.as_str(), got.seq), (text, ack.seq));
+    let dup = again.next_event(Duration::from_secs(2)).unwrap();
+    assert!(
+        !matches!(&dup, Some(e) if matches!(&e.kind, Some(pb::event::Kind::Message(m)) if m.text == text)),
+        "stored twice: {dup:?}"
+    );
+    nodes.clear();
+}
