@@ -485,7 +485,10 @@ async fn run_shard(seed: ShardSeed) {
                 }
             }
         }));
-        services.push(every(&shard, DEPARTED_SWEEP, |s| s.forget_departed_nodes()));
+        services.push(every(&shard, DEPARTED_SWEEP, |s| {
+            s.forget_departed_nodes();
+            s.close_moved_sessions();
+        }));
         let receiving = shard.clone();
         let (addrs, from_nodes, metrics) = (mesh.addrs, mesh.from_nodes, mesh.metrics);
         services.push(glommio::spawn_local(async move {

@@ -2,6 +2,7 @@
 //! their requests (`submit`), frames to them, and the sweeps that close them.
 
 use super::*;
+use crate::placement::UNSERVED;
 
 /// A connection accepted on this shard.
 #[derive(Debug, Default)]
@@ -22,6 +23,9 @@ pub struct ConnEntry {
     pub held_sends: RefCell<Option<Vec<(Reply, Request)>>>,
     /// Users whose presence this connection subscribed to (unsubscribed when it closes).
     pub watching: RefCell<Vec<u64>>,
+    /// The shard that held the user's session when it logged in (a cluster moves users'
+    /// slots between nodes: see `Shard::close_moved_sessions`).
+    pub home: Cell<usize>,
 }
 
 /// How many requests may wait behind an in-flight login.
@@ -79,6 +83,30 @@ impl Shard {
         }
     }
 
+    /// Closes the logged-in connections whose user is now served by another shard than
+    /// the one holding their session (their slot moved to another node): that session is
+    /// gone with its node, and nothing would be pushed to them. The client reconnects
+    /// and resumes, as after any `UNAVAILABLE`. A user whose slot has no node yet waits
+    /// until it has one.
+    pub fn close_moved_sessions(&self) {
+        for entry in self.conns.borrow().values() {
+            let Some(user) = entry.user.get() else {
+                continue;
+            };
+            let now = self.place.user(user);
+            if entry.out.is_closed() || now == entry.home.get() || now == UNSERVED {
+                continue;
+            }
+            entry.out.push(&error_envelope(
+                0,
+                ErrorCode::Unavailable,
+                "your account moved to another node; reconnect and resume",
+            ));
+            entry.out.close();
+            entry.stop.raise();
+        }
+    }
+
     /// Closes every connection of this shard (shutdown), telling clients why.
     pub fn close_all_conns(&self) {
         for entry in self.conns.borrow().values() {
@@ -117,6 +145,7 @@ impl Shard {
             Auth::LoggedIn(user) => {
                 entry.user.set(Some(user));
                 entry.login_pending.set(false);
+                entry.home.set(self.place.user(user));
             }
             Auth::LoginFailed => entry.login_pending.set(false),
             Auth::LoggedOut => {

@@ -41,6 +41,10 @@ fn acked_messages_survive_a_kill_9_of_the_node_that_stored_them() {
     let (bob, bob_in) = register_and_login(&nodes[0], &ca, &bob_name);
     drop(bob);
     alice.sync(None).unwrap();
+    // Carol's account is on b too; she is online through c.
+    let carol_name = name_homed_on("carol", "b");
+    let (carol, _) = register_and_login(&nodes[2], &ca, &carol_name);
+    carol.sync(None).unwrap();
 
     // Every send is acked only once b's writes are in JetStream (R3).
     let texts: Vec<String> = (0..20)
@@ -66,6 +70,11 @@ fn acked_messages_survive_a_kill_9_of_the_node_that_stored_them() {
         "b's slots moved {:?} after the kill, ready on both survivors after {:?}",
         moved,
         killed.elapsed()
+    );
+    // Carol's session was on b: c closes her connection, for her client to resume.
+    assert!(
+        carol.wait_closed(Duration::from_secs(10)),
+        "c closes the connection of a user whose account moved"
     );
 
     // Bob's account came back with his slot: his token resumes on a, his password works.
