@@ -125,6 +125,13 @@ pub struct Args {
     /// or a load balancer restart
     #[arg(long, value_name = "SECS")]
     pub storm_at: Option<f64>,
+    /// Fail over as a client of a cluster does: a connection the server closes, or a
+    /// request answered UNAVAILABLE (a node died, its users' data is moving), reconnects
+    /// (to the next --server when the connection dropped), resumes, syncs after the last
+    /// event seen and resends every unacknowledged send with its client_msg_id; counted as
+    /// reconnects, not errors. Without it such a run reports errors
+    #[arg(long)]
+    pub failover: bool,
     /// Receivers mark their 1:1 conversation read at every ack, so senders get read
     /// receipts as well as delivered ones
     #[arg(long)]

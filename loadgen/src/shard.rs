@@ -211,6 +211,8 @@ struct State {
     /// How soon a connection acknowledges what it received (--ack-interval-ms).
     ack_every: Duration,
     watch_presence: bool,
+    /// --failover
+    failover: bool,
 }
 
 /// One connection's outgoing bytes and its writer's wake-up.
@@ -226,6 +228,12 @@ struct Out {
     seen_seq: Cell<u64>,
     /// The connection's reader and writer; dropping them closes it.
     tasks: RefCell<Vec<glommio::Task<()>>>,
+    /// The account's index and session token, for a reconnect by --failover.
+    account: RefCell<Option<(usize, Vec<u8>)>>,
+    /// Servers skipped past the account's own (`server_index`) by --failover.
+    server_shift: Cell<usize>,
+    /// Failovers since the last SendAck: the next one waits longer.
+    failures: Cell<u32>,
 }
 
 /// A send awaiting its ack.
@@ -310,6 +318,7 @@ async fn run_thread(
         mark_read: args.mark_read,
         ack_every: Duration::from_secs_f64(args.ack_interval_ms.max(0.0) / 1000.0),
         watch_presence: args.watch_presence,
+        failover: args.failover,
     });
     let mut servers = Vec::new();
     for server in args.servers() {
@@ -540,19 +549,25 @@ impl Dial {
         crate::server_index(account, self.servers.len())
     }
 
+    /// The server `out` connects to now (its own, unless --failover moved it on).
+    fn server_of(&self, out: &Out, account: usize) -> usize {
+        (self.server_index(account) + out.server_shift.get()) % self.servers.len().max(1)
+    }
+
     /// (Re)connects `out`'s account: Resume, Sync after `after_seq` (None: from the acked
     /// cursor), then every send still awaiting its ack, again with its client_msg_id (the
     /// server stores a retry once). Whatever was queued for the old connection is dropped.
     async fn open(
-        &self,
+        self: &Rc<Self>,
         state: &Rc<State>,
         out: &Rc<Out>,
         account_token: &impl TokenOf,
         after_seq: Option<u64>,
     ) -> anyhow::Result<()> {
+        *out.account.borrow_mut() = Some((account_token.index(), account_token.token().to_vec()));
         let (addr, name) = self
             .servers
-            .get(self.server_index(account_token.index()))
+            .get(self.server_of(out, account_token.index()))
             .ok_or_else(|| anyhow::anyhow!("no server to connect to"))?;
         let glommio_err =
             |e: glommio::GlommioError<()>| anyhow::anyhow!("connecting to {addr}: {e}");
@@ -561,6 +576,7 @@ impl Dial {
         let stream = self.connector.connect(name.clone(), tcp).await?;
         let (reader, writer) = futures_lite::io::split(stream);
         out.buf.borrow_mut().clear();
+        out.ready.set(false);
         out.push(&envelope(
             out.request_id(),
             Body::Resume(pb::Resume {
@@ -590,12 +606,111 @@ impl Dial {
         for (id, body) in resend {
             out.push(&envelope(id, body));
         }
-        let tasks = vec![
+        let reading = {
+            let (state, out, dial) = (state.clone(), out.clone(), self.clone());
+            async move {
+                let ended = read_loop(state.clone(), out.clone(), reader, me).await;
+                if state.failover {
+                    // Detached: reopening replaces (and so cancels) this very task.
+                    glommio::spawn_local(failover(state, dial, out, ended)).detach();
+                }
+            }
+        };
+        let mut tasks = vec![
             glommio::spawn_local(write_loop(out.clone(), writer)),
-            glommio::spawn_local(read_loop(state.clone(), out.clone(), reader, me)),
+            glommio::spawn_local(reading),
         ];
+        if state.failover {
+            tasks.push(glommio::spawn_local(watchdog(
+                state.clone(),
+                self.clone(),
+                out.clone(),
+            )));
+        }
         *out.tasks.borrow_mut() = tasks;
         Ok(())
+    }
+}
+
+/// Why a connection's reader stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// The server closed the connection (or it broke).
+    Closed,
+    /// A request was answered UNAVAILABLE, with --failover.
+    Unavailable,
+}
+
+/// --failover: reopens the connection, on the next server if this one closed it, with
+/// exponential backoff and jitter (growing over failovers that bring no SendAck), until it
+/// is back (or 100 attempts failed: an error).
+async fn failover(state: Rc<State>, dial: Rc<Dial>, out: Rc<Out>, ended: Ended) {
+    drop(out.tasks.take());
+    let Some((index, token)) = out.account.borrow().clone() else {
+        return;
+    };
+    let account = Stored { index, token };
+    for attempt in 0..100u32 {
+        if ended == Ended::Closed || attempt > 0 {
+            out.server_shift.set(out.server_shift.get() + 1);
+        }
+        let failures = out.failures.get();
+        out.failures.set(failures.saturating_add(1));
+        let backoff = (25u64 << failures.min(6)).min(1000);
+        // Spread by account, so connections that failed together come back apart.
+        let spread = (index as u64).wrapping_mul(7919) ^ u64::from(attempt).wrapping_mul(104_729);
+        let jitter = spread % (backoff / 2 + 1);
+        glommio::timer::sleep(Duration::from_millis(backoff / 2 + jitter)).await;
+        let after = Some(out.seen_seq.get());
+        if dial.open(&state, &out, &account, after).await.is_ok() {
+            state.result.borrow_mut().reconnects += 1;
+            return;
+        }
+    }
+    state.result.borrow_mut().errors += 1;
+}
+
+/// How long --failover waits for a Resume and Sync, or for a send's ack, before it gives
+/// the connection up: a request sent to a node that died is never answered (the mesh
+/// between nodes delivers at most once), and a client's timeout is what recovers it.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// --failover: reopens the connection when its Resume and Sync, or its oldest send, has
+/// waited longer than [`ANSWER_TIMEOUT`]. Ends with the connection (it is one of its tasks).
+async fn watchdog(state: Rc<State>, dial: Rc<Dial>, out: Rc<Out>) {
+    let opened = Instant::now();
+    loop {
+        glommio::timer::sleep(Duration::from_millis(500)).await;
+        let now = state.start.elapsed().as_nanos() as u64;
+        let timeout = ANSWER_TIMEOUT.as_nanos() as u64;
+        // Sends from before this connection were sent again when it opened.
+        let waited = opened.elapsed() > ANSWER_TIMEOUT;
+        let stuck_login = waited && !out.ready.get();
+        let stuck_send = waited
+            && out
+                .pending
+                .borrow()
+                .values()
+                .any(|p| now.saturating_sub(p.actual_ns) > timeout);
+        if stuck_login || stuck_send {
+            glommio::spawn_local(failover(state, dial, out, Ended::Closed)).detach();
+            return;
+        }
+    }
+}
+
+/// An account as a reconnect needs it.
+struct Stored {
+    index: usize,
+    token: Vec<u8>,
+}
+
+impl TokenOf for Stored {
+    fn token(&self) -> &[u8] {
+        &self.token
+    }
+    fn index(&self) -> usize {
+        self.index
     }
 }
 
@@ -697,7 +812,7 @@ async fn read_loop(
     out: Rc<Out>,
     mut reader: impl futures_lite::AsyncRead + Unpin,
     me: usize,
-) {
+) -> Ended {
     let decoder = FrameDecoder::new(16 << 20);
     let mut buf = BytesMut::new();
     let mut chunk = vec![0u8; 64 * 1024];
@@ -719,7 +834,7 @@ async fn read_loop(
             reader.read(&mut chunk).await.map(Some)
         };
         match read {
-            Ok(Some(0)) | Err(_) => return,
+            Ok(Some(0)) | Err(_) => return Ended::Closed,
             Ok(Some(n)) => buf.extend_from_slice(&chunk[..n]),
             Ok(None) => {}
         }
@@ -738,6 +853,7 @@ async fn read_loop(
                         continue;
                     };
                     state.inflight.set(state.inflight.get().saturating_sub(1));
+                    out.failures.set(0);
                     let mut r = state.result.borrow_mut();
                     *r.acked.entry(stream).or_default() += 1;
                     *r.expected.entry(stream).or_default() += fanout;
@@ -777,7 +893,17 @@ async fn read_loop(
                 }
                 Some(Body::SyncDone(_)) => out.ready.set(true),
                 Some(Body::PresenceUpdate(_)) => state.result.borrow_mut().presence_updates += 1,
-                Some(Body::Error(_)) => {
+                Some(Body::Error(e))
+                    if state.failover && e.code == pb::ErrorCode::Unavailable as i32 =>
+                {
+                    // Everything unacknowledged is sent again on the new connection.
+                    return Ended::Unavailable;
+                }
+                Some(Body::Error(e)) => {
+                    // The first few, so a failed run says what failed.
+                    if state.result.borrow().errors < 5 {
+                        eprintln!("error from the server: {:?} {}", e.code(), e.message);
+                    }
                     if out.pending.borrow_mut().remove(&env.request_id).is_some() {
                         state.inflight.set(state.inflight.get().saturating_sub(1));
                     }

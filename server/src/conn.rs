@@ -92,7 +92,12 @@ pub async fn serve(shard: Rc<Shard>, tcp: TcpStream, acceptor: TlsAcceptor) {
                             if matches!(req, Request::Send(_) | Request::SendGroup(_)) {
                                 entry.out.meter.send_received(reply.request_id);
                             }
-                            shard.submit(reply, &entry, req)
+                            shard.submit(reply, &entry, req);
+                            // Closed by the request (Logout, a refused send): what follows
+                            // it in the buffer is not run.
+                            if entry.out.is_closed() {
+                                break 'read;
+                            }
                         }
                         Err(Rejected(code, msg)) => {
                             entry.out.push(&error_envelope(reply.request_id, code, msg))

@@ -353,6 +353,20 @@ impl Shard {
                 Some(_),
             ) => self.place.group(*group_id),
         };
+        if dest == UNSERVED && matches!(req, Request::Send(_) | Request::SendGroup(_)) {
+            // A send behind this one on the connection could reach a node that serves its
+            // slot again and overtake it: the client resends both, in order, on a new
+            // connection.
+            let why = "that conversation's node is changing; reconnect and resend";
+            entry.out.push(&error_envelope(
+                reply.request_id,
+                ErrorCode::Unavailable,
+                why,
+            ));
+            entry.out.close();
+            entry.stop.raise();
+            return;
+        }
         if matches!(req, Request::Login { .. } | Request::Resume { .. }) {
             entry.login_pending.set(true);
         }
