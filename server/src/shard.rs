@@ -417,7 +417,7 @@ impl Shard {
 
     pub fn handle(self: &Rc<Self>, msg: ShardMsg) {
         match msg {
-            ShardMsg::Request { reply, user, req } => cmd::execute(self, reply, user, req),
+            ShardMsg::Request { reply, user, req } => self.run_request(reply, user, req),
             ShardMsg::ToConn { conn, auth, env } => self.deliver_local(conn.id, auth, &env),
             ShardMsg::Stored {
                 reply,
@@ -555,6 +555,18 @@ impl Shard {
                 change,
             } => crate::changes::hide(self, reply, user, change),
         }
+    }
+
+    /// Runs a connection's request here, unless (in a cluster) this shard does not serve
+    /// its data now: the node that routed it saw another slot map (a slot just moved, or
+    /// this node is rebuilding or handing it over), and an answer from here, like "unknown
+    /// token", would be wrong. The client retries.
+    fn run_request(self: &Rc<Self>, reply: Reply, user: Option<u64>, req: Request) {
+        if self.replica.is_some() && self.route(&req, user) != self.id {
+            let why = "that data's node is changing; retry shortly";
+            return self.fail(reply, ErrorCode::Unavailable, why);
+        }
+        cmd::execute(self, reply, user, req)
     }
 
     // ---- group commit ----
@@ -793,12 +805,11 @@ impl Shard {
 
     /// Logout, on the connection's shard: from here on the connection acts for nobody
     /// (later requests get UNAUTHENTICATED until it closes) and watches no one's presence.
-    /// Returns the user's shard, which revokes the token, ends the session and answers;
-    /// the answer closes the connection (`Auth::LoggedOut`).
-    fn logging_out(self: &Rc<Self>, entry: &ConnEntry, conn: ConnRef, user: u64) -> usize {
+    /// The user's shard then revokes the token, ends the session and answers; the answer
+    /// closes the connection (`Auth::LoggedOut`).
+    fn logging_out(self: &Rc<Self>, entry: &ConnEntry, conn: ConnRef, user: u64) {
         entry.user.set(None);
         self.unwatch_all(entry, conn, user);
-        self.place.user(user)
     }
 
     /// Ends the connection's presence subscriptions, by the path they were made (through

@@ -251,21 +251,57 @@ impl Shard {
                 *held = Some(Vec::new());
             }
         }
-        let dest = match (&req, user) {
+        match (&req, user) {
             (Request::Ping { nonce }, _) => {
                 let pong = Body::Pong(pb::Pong { nonce: *nonce });
                 entry.out.push(&envelope(reply.request_id, pong));
                 return;
             }
+            (Request::Register { .. } | Request::Login { .. } | Request::Resume { .. }, _) => {}
+            (_, None) => {
+                return reject(ErrorCode::Unauthenticated, "log in (Login or Resume) first")
+            }
+            (Request::Logout, Some(me)) => {
+                self.logging_out(entry, reply.conn, me);
+            }
+            (Request::SubscribePresence { user_ids }, Some(_)) => {
+                entry.watching.borrow_mut().extend(user_ids.iter().copied());
+            }
+            _ => {}
+        }
+        let dest = self.route(&req, user);
+        if dest == UNSERVED && matches!(req, Request::Send(_) | Request::SendGroup(_)) {
+            // A send behind this one on the connection could reach a node that serves its
+            // slot again and overtake it: the client resends both, in order, on a new
+            // connection.
+            let why = "that conversation's node is changing; reconnect and resend";
+            entry.out.push(&error_envelope(
+                reply.request_id,
+                ErrorCode::Unavailable,
+                why,
+            ));
+            entry.out.close();
+            entry.stop.raise();
+            return;
+        }
+        if matches!(req, Request::Login { .. } | Request::Resume { .. }) {
+            entry.login_pending.set(true);
+        }
+        self.dispatch(dest, ShardMsg::Request { reply, user, req });
+    }
+
+    /// The shard that runs `req` of `user` (a connection's request) as this shard sees
+    /// the placement now: where `submit` sends it, and what the shard it reaches checks
+    /// (`Shard::run_request`).
+    pub fn route(&self, req: &Request, user: Option<u64>) -> usize {
+        match (req, user) {
             (Request::Register { username, .. } | Request::Login { username, .. }, _) => {
                 self.place.username(username)
             }
             (Request::Resume { token }, _) => crate::auth::token_user(token.expose())
                 .map(|u| self.place.user(u))
                 .unwrap_or(self.id),
-            (_, None) => {
-                return reject(ErrorCode::Unauthenticated, "log in (Login or Resume) first")
-            }
+            (Request::Ping { .. }, _) | (_, None) => self.id,
             (Request::Lookup { username }, Some(_)) => self.place.username(username),
             (Request::GetUser { user_id }, Some(_)) => self.place.user(*user_id),
             // Media is checked and shared on the asset's shard first (`cmd::share_media`).
@@ -318,14 +354,22 @@ impl Shard {
                 Conversation::Group(group_id) => self.place.group(group_id),
             },
             // The user's shard says whether they exist, then the caller's keeps the list.
-            (Request::Block { user_id, .. } | Request::AddContact { user_id, .. }, Some(_)) => {
-                self.place.user(*user_id)
-            }
-            (Request::Logout, Some(me)) => self.logging_out(entry, reply.conn, me),
-            (Request::SubscribePresence { user_ids }, Some(me)) => {
-                entry.watching.borrow_mut().extend(user_ids.iter().copied());
-                self.place.user(me)
-            }
+            (
+                Request::Block {
+                    user_id,
+                    checked: false,
+                }
+                | Request::AddContact {
+                    user_id,
+                    checked: false,
+                },
+                Some(_),
+            ) => self.place.user(*user_id),
+            (
+                Request::Block { checked: true, .. } | Request::AddContact { checked: true, .. },
+                Some(me),
+            ) => self.place.user(me),
+            (Request::Logout | Request::SubscribePresence { .. }, Some(me)) => self.place.user(me),
             (
                 Request::Typing {
                     with: Conversation::User(peer),
@@ -352,25 +396,7 @@ impl Shard {
                 },
                 Some(_),
             ) => self.place.group(*group_id),
-        };
-        if dest == UNSERVED && matches!(req, Request::Send(_) | Request::SendGroup(_)) {
-            // A send behind this one on the connection could reach a node that serves its
-            // slot again and overtake it: the client resends both, in order, on a new
-            // connection.
-            let why = "that conversation's node is changing; reconnect and resend";
-            entry.out.push(&error_envelope(
-                reply.request_id,
-                ErrorCode::Unavailable,
-                why,
-            ));
-            entry.out.close();
-            entry.stop.raise();
-            return;
         }
-        if matches!(req, Request::Login { .. } | Request::Resume { .. }) {
-            entry.login_pending.set(true);
-        }
-        self.dispatch(dest, ShardMsg::Request { reply, user, req });
     }
 
     /// On the connection's shard: the media check of a send is done. The send goes on (or

@@ -123,6 +123,12 @@ impl Shard {
     pub fn replay(&self, replay: &Replay) -> Result<(), String> {
         let slots = &replay.slots;
         let count = replay.slot_count;
+        // Writes staged before the take-over (a node paused with work queued) land now,
+        // not over the rebuilt slot; their round publishes them, or fails and marks
+        // their slots dirty.
+        self.store
+            .commit()
+            .map_err(|e| format!("committing before a take-over: {e}"))?;
         let wiped = self
             .store
             .wipe(|owner| crate::replica::wiped_by(owner, slots, count))

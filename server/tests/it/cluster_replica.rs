@@ -118,7 +118,7 @@ fn a_paused_owner_is_fenced_and_a_retried_send_is_stored_once() {
     let nats = Nats::start(&binary, 3);
     let (mut nodes, ca) = start_cluster(&nats);
     let (alice_name, bob_name) = (name_homed_on("alice", "c"), name_homed_on("bob", "b"));
-    let (mut alice, _) = register_and_login(&nodes[0], &ca, &alice_name);
+    let (mut alice, alice_in) = register_and_login(&nodes[0], &ca, &alice_name);
     let (bob, bob_in) = register_and_login(&nodes[0], &ca, &bob_name);
     drop(bob);
     alice.set_timeout(Duration::from_secs(2));
@@ -135,6 +135,16 @@ fn a_paused_owner_is_fenced_and_a_retried_send_is_stored_once() {
             Err(e) => {
                 assert!(started.elapsed() < Duration::from_secs(60), "{e}");
                 std::thread::sleep(Duration::from_millis(200));
+                // A send refused while its slot is between nodes closes the connection
+                // (a later send must not overtake it): the client resumes on a new one.
+                if alice.is_closed() {
+                    if let Ok(mut again) = Connection::connect(&nodes[0].listen, &ca) {
+                        again.set_timeout(Duration::from_secs(2));
+                        if again.resume(&alice_in.token).is_ok() {
+                            alice = again;
+                        }
+                    }
+                }
             }
         }
     };
