@@ -579,7 +579,7 @@ async fn run_shard(seed: ShardSeed) {
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }
     drop(services);
-    shard.commit_staged();
+    shard.commit_at_stop();
     // Close the database now: a task that still holds the shard must not keep it open.
     if let Err(e) = shard.store.close() {
         tracing::error!(shard = seed.id, "flush on shutdown failed: {e}");

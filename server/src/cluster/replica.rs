@@ -43,6 +43,8 @@ pub const MAX_MESSAGE_BYTES: usize = 512 * 1024;
 const PUBLISH_DEADLINE: Duration = Duration::from_secs(10);
 /// Limit on one JetStream request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Up to this many slots, a take-over reads only their subjects; beyond, the whole stream.
+const FILTERED_SLOTS: usize = 32;
 /// Messages asked for at once while replaying.
 const REPLAY_BATCH: usize = 10_000;
 
@@ -354,16 +356,27 @@ pub async fn take_over(
 
 /// Every write in the logs of `slots`, in stream order, up to stream sequence `until`
 /// (the last of their fences), and how many of their messages held them. One pull
-/// consumer over the whole stream, without acks, read in large batches that do not wait:
-/// JetStream filtering on hundreds of subjects was several times slower than reading
-/// everything and keeping the slots' messages here.
+/// consumer without acks, read in large batches that do not wait. Filtering on hundreds
+/// of subjects was several times slower in JetStream than reading everything and keeping
+/// the slots' messages here; for a few slots the filter wins.
 async fn read_logs(
     log: &Log,
     slots: &BTreeSet<u32>,
     until: u64,
 ) -> Result<(Vec<Write>, u64), String> {
+    // A few slots: JetStream's subject index finds their messages. Many: one pass over
+    // the whole stream is cheaper than filtering on hundreds of subjects.
+    let (filter_subject, filter_subjects) = if slots.len() <= FILTERED_SLOTS {
+        (
+            String::new(),
+            slots.iter().map(|&s| log.subject(s)).collect(),
+        )
+    } else {
+        (format!("{}.writes.*", log.name), Vec::new())
+    };
     let config = pull::Config {
-        filter_subject: format!("{}.writes.*", log.name),
+        filter_subject,
+        filter_subjects,
         ack_policy: AckPolicy::None,
         inactive_threshold: Duration::from_secs(30),
         ..Default::default()

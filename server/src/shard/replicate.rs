@@ -69,6 +69,18 @@ impl Shard {
         self.finish(work);
     }
 
+    /// The last commit, at shutdown. In a cluster its writes can no longer be published
+    /// (the node has left): nothing behind them is acknowledged; clients resend to the
+    /// slots' new owners.
+    pub fn commit_at_stop(self: &Rc<Self>) {
+        if self.replica.is_none() {
+            return self.commit_staged();
+        }
+        if let Some(work) = self.commit_local() {
+            self.fail_work(work, ErrorCode::Unavailable, "server is shutting down");
+        }
+    }
+
     async fn publish(
         &self,
         replica: &ShardReplica,
