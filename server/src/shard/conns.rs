@@ -23,8 +23,8 @@ pub struct ConnEntry {
     pub held_sends: RefCell<Option<Vec<(Reply, Request)>>>,
     /// Users whose presence this connection subscribed to (unsubscribed when it closes).
     pub watching: RefCell<Vec<u64>>,
-    /// The shard that held the user's session when it logged in (a cluster moves users'
-    /// slots between nodes: see `Shard::close_moved_sessions`).
+    /// The shard its Login or Resume went to, which holds the session (a cluster moves
+    /// users' slots between nodes: see `Shard::close_moved_sessions`).
     pub home: Cell<usize>,
 }
 
@@ -145,7 +145,6 @@ impl Shard {
             Auth::LoggedIn(user) => {
                 entry.user.set(Some(user));
                 entry.login_pending.set(false);
-                entry.home.set(self.place.user(user));
             }
             Auth::LoginFailed => entry.login_pending.set(false),
             Auth::LoggedOut => {
@@ -286,6 +285,8 @@ impl Shard {
         }
         if matches!(req, Request::Login { .. } | Request::Resume { .. }) {
             entry.login_pending.set(true);
+            // The session will be where this goes, whatever the map says by the answer.
+            entry.home.set(dest);
         }
         self.dispatch(dest, ShardMsg::Request { reply, user, req });
     }
