@@ -44,6 +44,17 @@ impl<K: std::hash::Hash + Eq + Copy> Oracle<K> {
         verdict
     }
 
+    /// Per key, the counters below its highest that never arrived (gaps; a loss after the
+    /// highest is only seen against the acks).
+    pub fn gaps(&self) -> impl Iterator<Item = (K, Vec<u64>)> + '_ {
+        self.seen.iter().filter_map(|(&k, set)| {
+            let highest = self.highest.get(&k).copied().unwrap_or(0);
+            let first = set.iter().copied().min().unwrap_or(0);
+            let missing: Vec<u64> = (first..highest).filter(|c| !set.contains(c)).collect();
+            (!missing.is_empty()).then_some((k, missing))
+        })
+    }
+
     /// Distinct counters observed per key.
     pub fn delivered(&self) -> impl Iterator<Item = (K, u64)> + '_ {
         self.seen.iter().map(|(&s, set)| (s, set.len() as u64))
@@ -62,8 +73,11 @@ mod tests {
         assert_eq!(o.observe(1, 2), Verdict::Reordered);
         assert_eq!(o.observe(1, 2), Verdict::Duplicate);
         assert_eq!(o.observe(2, 1), Verdict::InOrder); // senders are independent
+        assert!(o.gaps().all(|(_, missing)| missing.is_empty()));
+        o.observe(2, 3);
+        assert_eq!(o.gaps().collect::<Vec<_>>(), [(2, vec![2])]);
         let mut delivered: Vec<_> = o.delivered().collect();
         delivered.sort();
-        assert_eq!(delivered, [(1, 3), (2, 1)]);
+        assert_eq!(delivered, [(1, 3), (2, 2)]);
     }
 }

@@ -535,6 +535,14 @@ async fn run_thread(
     for ((_receiver, stream), delivered) in state.oracle.borrow().delivered() {
         *result.delivered.entry(stream).or_default() += delivered;
     }
+    // Where a failed run lost messages: receiver, sender stream, missing counters.
+    for ((receiver, stream), missing) in state.oracle.borrow().gaps().take(5) {
+        let shown: Vec<u64> = missing.iter().copied().take(8).collect();
+        eprintln!(
+            "gap: receiver {receiver} never got counters {shown:?} ({} in all) of stream {stream}",
+            missing.len()
+        );
+    }
     Ok(result)
 }
 
