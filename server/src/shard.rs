@@ -564,9 +564,24 @@ impl Shard {
     fn run_request(self: &Rc<Self>, reply: Reply, user: Option<u64>, req: Request) {
         if self.replica.is_some() && self.route(&req, user) != self.id {
             let why = "that data's node is changing; retry shortly";
-            return self.fail(reply, ErrorCode::Unavailable, why);
+            return self.fail_request(reply, &req, ErrorCode::Unavailable, why);
         }
         cmd::execute(self, reply, user, req)
+    }
+
+    /// Answers a connection's request with an error; a Login or Resume that fails this
+    /// way leaves the connection logged out (and runs what waited behind it).
+    fn fail_request(self: &Rc<Self>, reply: Reply, req: &Request, code: ErrorCode, why: &str) {
+        let auth = if req.is_login() {
+            Auth::LoginFailed
+        } else {
+            Auth::Unchanged
+        };
+        self.to_conn(
+            reply.conn,
+            auth,
+            error_envelope(reply.request_id, code, why),
+        );
     }
 
     // ---- group commit ----
@@ -632,8 +647,22 @@ impl Shard {
                 AfterCommit::StoredForRecipient { reply, .. }
                 | AfterCommit::RecordedForSender { reply, .. }
                 | AfterCommit::Answer { reply, .. }
-                | AfterCommit::Reply { reply, .. }
                 | AfterCommit::GroupEntry { reply, .. } => self.fail(reply, code, why),
+                AfterCommit::Reply { reply, auth, .. } => {
+                    // A login whose writes were not replicated: no session after all.
+                    let auth = match auth {
+                        Auth::LoggedIn(user) => {
+                            self.end_session(user, reply.conn);
+                            Auth::LoginFailed
+                        }
+                        other => other,
+                    };
+                    self.to_conn(
+                        reply.conn,
+                        auth,
+                        error_envelope(reply.request_id, code, why),
+                    );
+                }
                 AfterCommit::Dispatch { msg, .. } => self.refuse(*msg, code, why),
                 // Unconfirmed: the group's shard hands the entry out again on restart.
                 // A lost receipt is superseded by the next one (they are cumulative).
@@ -646,8 +675,8 @@ impl Shard {
     /// that answers nobody is dropped).
     pub fn refuse(self: &Rc<Self>, msg: ShardMsg, code: ErrorCode, why: &str) {
         match msg {
-            ShardMsg::Request { reply, .. }
-            | ShardMsg::Stored { reply, .. }
+            ShardMsg::Request { reply, req, .. } => self.fail_request(reply, &req, code, why),
+            ShardMsg::Stored { reply, .. }
             | ShardMsg::DirectChange { reply, .. }
             | ShardMsg::ChangeDone { reply, .. }
             | ShardMsg::ChangeLogged { reply, .. }
