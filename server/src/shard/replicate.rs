@@ -131,8 +131,33 @@ impl Shard {
         !map.owned(slot) || replica.state.is_dirty(slot)
     }
 
+    /// Ends the sessions of users whose slots were just rebuilt, and closes their
+    /// connections: a session's stream position was taken from the store before the
+    /// rebuild, which may have dropped entries the log lacked, so later entries would
+    /// reuse seqs the client has seen (and never be pushed to it). The client resumes and
+    /// catches up from the rebuilt store.
+    fn close_rebuilt_sessions(
+        self: &Rc<Self>,
+        slots: &std::collections::BTreeSet<u32>,
+        count: u32,
+    ) {
+        let rebuilt: Vec<(u64, ConnRef)> = self
+            .sessions
+            .borrow()
+            .iter()
+            .filter(|(&user, _)| slots.contains(&crate::cluster::rendezvous::slot_of(user, count)))
+            .flat_map(|(&user, list)| list.iter().map(move |s| (user, s.conn)))
+            .collect();
+        for (user, conn) in rebuilt {
+            self.end_session(user, conn);
+            let why = "your account's data was rebuilt on this node; reconnect and resume";
+            let env = error_envelope(0, ErrorCode::Unavailable, why);
+            self.to_conn(conn, Auth::LoggedOut, env);
+        }
+    }
+
     /// Replaces what this shard holds of the replayed slots by their logs' writes.
-    pub fn replay(&self, replay: &Replay) -> Result<(), String> {
+    pub fn replay(self: &Rc<Self>, replay: &Replay) -> Result<(), String> {
         let slots = &replay.slots;
         let count = replay.slot_count;
         // Writes staged before the take-over (a node paused with work queued) land now,
@@ -160,6 +185,7 @@ impl Shard {
         // Cached groups and uploads may describe what the wipe removed.
         self.groups.forget_cached();
         self.uploads.forget_cached();
+        self.close_rebuilt_sessions(slots, count);
         tracing::info!(
             shard = self.id,
             slots = slots.len(),
