@@ -47,11 +47,17 @@ pub fn owner(cf: u32, key: &[u8], value: Option<&[u8]>) -> Owner {
     let head16 = || key.get(..16).and_then(|k| <[u8; 16]>::try_from(k).ok());
     let head32 = || key.get(..32).and_then(|k| <[u8; 32]>::try_from(k).ok());
     let found = match name {
+        // An idempotency record is (recipient, sender, client_msg_id) -> where the message
+        // is in the recipient's inbox: the recipient's data, in the same slot log as the
+        // inbox entry it points at. (Were it the sender's too, a round published to the
+        // sender's slot but not the recipient's would leave a record of a message that is
+        // not there, and its retry would be acked without being stored.)
+        CF_IDEMPOTENCY => at(0).map(Owner::User),
         CF_USERS | CF_INBOX | CF_CURSORS | CF_READ_MARKERS | CF_LAST_SEEN | CF_USER_GROUPS
         | CF_UPLOADS | CF_PUSH_TOKENS | CF_DEVICES | CF_BLOCKS | CF_CONTACTS | CF_HIDDEN => {
             at(0).map(Owner::User)
         }
-        CF_HISTORY | CF_IDEMPOTENCY => at(0).zip(at(8)).map(|(a, b)| Owner::Pair(a, b)),
+        CF_HISTORY => at(0).zip(at(8)).map(|(a, b)| Owner::Pair(a, b)),
         CF_GROUPS | CF_GROUP_LOG | CF_GROUP_IDEMPOTENCY | CF_GROUP_PENDING | CF_GROUP_RECEIPTS => {
             at(0).map(Owner::Group)
         }
@@ -267,9 +273,15 @@ impl Store {
         let db = self.db()?;
         let mut batch = WriteBatch::default();
         let mut dropped = 0;
+        // Every key, in total order: without it a family with a prefix extractor is read
+        // by prefix, and the idempotency families' hashed memtables show a whole-family
+        // scan nothing at all (records of a wiped slot would survive in them, and a retry
+        // would be acked as stored at a seq the rebuilt inbox gives to another message).
         for (index, name) in ALL_CFS.iter().enumerate() {
             let cf = cf_handle(&db, name);
-            for item in db.iterator_cf(cf, rocksdb::IteratorMode::Start) {
+            let mut all = rocksdb::ReadOptions::default();
+            all.set_total_order_seek(true);
+            for item in db.iterator_cf_opt(cf, all, rocksdb::IteratorMode::Start) {
                 let (key, value) = item?;
                 let owner = owner(index as u32, &key, Some(&value));
                 if owner != Owner::Local && drop_it(&owner) {

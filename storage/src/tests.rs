@@ -447,6 +447,44 @@ fn captured_writes_rebuild_the_same_data_in_another_store() {
 }
 
 #[test]
+fn a_wipe_drops_every_key_of_its_owners_memtable_and_disk_alike() {
+    let (_dir, store) = store();
+    store.create_user(&user(10, "alice")).unwrap();
+    store.create_user(&user(11, "bob")).unwrap();
+    // One message flushed to disk, one still in the memtables (the idempotency family's
+    // is hashed: a plain scan of it sees nothing).
+    store
+        .stage_message(&msg(10, 11, 1, 100, "on disk"))
+        .unwrap();
+    store.commit().unwrap();
+    store.flush().unwrap();
+    store
+        .stage_message(&msg(10, 11, 2, 200, "in memory"))
+        .unwrap();
+    store.commit().unwrap();
+    assert!(store.find_send(11, 10, 2).unwrap().is_some());
+    let wiped = store
+        .wipe(|owner| *owner == replica::Owner::User(11))
+        .unwrap();
+    assert!(wiped > 0);
+    assert!(store.read_inbox(11, 0, 10).unwrap().is_empty());
+    for client_msg_id in [1, 2] {
+        assert!(
+            store.find_send(11, 10, client_msg_id).unwrap().is_none(),
+            "the record of send {client_msg_id} went with the inbox it points into"
+        );
+    }
+    // A retry is a new message again, at the first seq, not a duplicate of one not there.
+    let (again, _) = store
+        .stage_message(&msg(10, 11, 2, 300, "in memory"))
+        .unwrap();
+    assert!(!again.duplicate);
+    assert_eq!(again.seq, 1);
+    // The other user's data stays.
+    assert!(store.user_exists(10).unwrap());
+}
+
+#[test]
 fn keys_name_their_owner() {
     use replica::{owner, Owner};
     let cf = |name| ALL_CFS.iter().position(|n| *n == name).unwrap() as u32;
@@ -457,6 +495,11 @@ fn keys_name_their_owner() {
     assert_eq!(
         owner(cf(CF_HISTORY), &keys::history(9, 5, 1), None),
         Owner::Pair(5, 9)
+    );
+    // The recipient's alone: it points into the recipient's inbox.
+    assert_eq!(
+        owner(cf(CF_IDEMPOTENCY), &keys::idempotency(5, 9, 1), None),
+        Owner::User(5)
     );
     assert_eq!(
         owner(cf(CF_GROUP_LOG), &keys::group_log(3, 1), None),
