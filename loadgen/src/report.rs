@@ -43,6 +43,8 @@ pub struct Summary {
     lost: u64,
     duplicated: u64,
     reordered: u64,
+    seq_gaps: u64,
+    seq_reused: u64,
     errors: u64,
     reconnects: u64,
     /// Each server of --server and the connections opened to it at start.
@@ -79,6 +81,8 @@ impl Summary {
             lost: 0,
             duplicated: 0,
             reordered: 0,
+            seq_gaps: 0,
+            seq_reused: 0,
             errors: 0,
             reconnects: 0,
             per_server: args.servers().into_iter().map(|a| (a, 0)).collect(),
@@ -105,6 +109,8 @@ impl Summary {
             s.receipts += r.receipts;
             s.presence_updates += r.presence_updates;
             s.reordered += r.reordered;
+            s.seq_gaps += r.seq_gaps;
+            s.seq_reused += r.seq_reused;
             let _ = s.ack.add(&r.ack);
             let _ = s.service.add(&r.service);
             let _ = s.delivery.add(&r.delivery);
@@ -160,7 +166,12 @@ impl Summary {
 
     /// No loss, duplicate, reordering or error.
     pub fn clean(&self) -> bool {
-        self.lost == 0 && self.duplicated == 0 && self.reordered == 0 && self.errors == 0
+        self.lost == 0
+            && self.duplicated == 0
+            && self.reordered == 0
+            && self.seq_gaps == 0
+            && self.seq_reused == 0
+            && self.errors == 0
     }
 
     pub fn print(&self) {
@@ -170,16 +181,20 @@ impl Summary {
             self.offered_rate, self.achieved_rate
         );
         println!(
-            "sent {}  acked {}  delivered {}  lost {}  duplicated {}  reordered {}  errors {}  reconnects {}",
+            "sent {}  acked {}  delivered {}  lost {}  duplicated {}  reordered {}  seq gaps {}  errors {}  reconnects {}",
             self.sent,
             self.acked,
             self.delivered,
             self.lost,
             self.duplicated,
             self.reordered,
+            self.seq_gaps,
             self.errors,
             self.reconnects
         );
+        if self.seq_reused > 0 {
+            println!("seqs reused for another message: {}", self.seq_reused);
+        }
         if self.per_server.len() > 1 {
             let spread: Vec<String> = self
                 .per_server
@@ -231,7 +246,7 @@ impl Summary {
             println!("note: achieved rate is below 95% of the offered rate");
         }
         if !self.clean() {
-            println!("ORACLE FAILED: see lost/duplicated/reordered/errors above");
+            println!("ORACLE FAILED: see lost/duplicated/reordered/seq gaps/errors above");
         }
     }
 
@@ -245,6 +260,8 @@ impl Summary {
             "lost": self.lost,
             "duplicated": self.duplicated,
             "reordered": self.reordered,
+            "seq_gaps": self.seq_gaps,
+            "seq_reused": self.seq_reused,
             "errors": self.errors,
             "reconnects": self.reconnects,
             "connections_per_server": self

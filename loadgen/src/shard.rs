@@ -38,6 +38,11 @@ pub struct ThreadResult {
     pub errors: u64,
     pub duplicated: u64,
     pub reordered: u64,
+    /// Inbox events whose seq skipped past the one after the last processed (the protocol
+    /// promises none: a skipped event is one the server lost on the way).
+    pub seq_gaps: u64,
+    /// Message events at a seq that carried another message before (--failover checks).
+    pub seq_reused: u64,
     /// Connections dropped and re-established (--reconnect-rate).
     pub reconnects: u64,
     /// Connections opened at start, per server of --server (by index).
@@ -69,6 +74,8 @@ impl ThreadResult {
             errors: 0,
             duplicated: 0,
             reordered: 0,
+            seq_gaps: 0,
+            seq_reused: 0,
             reconnects: 0,
             per_server: Vec::new(),
             receipts: 0,
@@ -213,6 +220,10 @@ struct State {
     watch_presence: bool,
     /// --failover
     failover: bool,
+    /// With --failover: the text of every message event seen, by (account, seq), so a seq
+    /// the server gives a second, different message is caught (the receiver would drop it
+    /// as seen).
+    seen_texts: RefCell<HashMap<(usize, u64), u64>>,
 }
 
 /// One connection's outgoing bytes and its writer's wake-up.
@@ -319,6 +330,7 @@ async fn run_thread(
         ack_every: Duration::from_secs_f64(args.ack_interval_ms.max(0.0) / 1000.0),
         watch_presence: args.watch_presence,
         failover: args.failover,
+        seen_texts: RefCell::default(),
     });
     let mut servers = Vec::new();
     for server in args.servers() {
@@ -881,8 +893,26 @@ async fn read_loop(
                 }
                 Some(Body::Event(event)) => {
                     // Seen before a reconnect: a real client drops it by seq, and so do we.
+                    if state.failover {
+                        if let Some(pb::event::Kind::Message(m)) = &event.kind {
+                            check_seq_reuse(&state, me, event.seq, &m.text);
+                        }
+                    }
                     if event.seq <= out.seen_seq.get() {
                         continue;
+                    }
+                    let seen = out.seen_seq.get();
+                    if seen > 0 && event.seq > seen + 1 {
+                        let mut r = state.result.borrow_mut();
+                        r.seq_gaps += 1;
+                        if r.seq_gaps <= 5 {
+                            eprintln!(
+                                "seq gap: account {me} (user {}) got seq {} after {seen}, {:.1} s in",
+                                state.peer_ids[me],
+                                event.seq,
+                                state.start.elapsed().as_secs_f64()
+                            );
+                        }
                     }
                     out.seen_seq.set(event.seq);
                     unacked_seq = unacked_seq.max(event.seq);
@@ -949,6 +979,31 @@ async fn read_loop(
 }
 
 /// A message arrived at receiver `me`: judge it, and time it.
+/// Counts a message event whose seq an earlier, different message of this account had.
+fn check_seq_reuse(state: &State, me: usize, seq: u64, text: &str) {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    let hash = h.finish();
+    let earlier = *state
+        .seen_texts
+        .borrow_mut()
+        .entry((me, seq))
+        .or_insert(hash);
+    if earlier != hash {
+        let mut r = state.result.borrow_mut();
+        r.seq_reused += 1;
+        if r.seq_reused <= 5 {
+            let stamp = wire::decode(text).map(|s| (s.sender, s.counter));
+            eprintln!(
+                "seq reused: account {me} (user {}) seq {seq} now carries another message                  (stream, counter {stamp:?}), {:.1} s in",
+                state.peer_ids[me],
+                state.start.elapsed().as_secs_f64()
+            );
+        }
+    }
+}
+
 fn on_message(state: &State, me: usize, text: &str, now: u64) {
     let Some(stamp) = wire::decode(text) else {
         return;
