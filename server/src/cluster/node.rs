@@ -132,6 +132,11 @@ pub async fn run(
                         tracing::warn!("disconnected from NATS; reconnecting");
                         metrics.set_connected(false);
                     }
+                    // The client dropped messages for a subscription it could not keep up
+                    // with: for the mesh, requests and pushes lost on the way.
+                    async_nats::Event::SlowConsumer(_)
+                    | async_nats::Event::ServerError(_)
+                    | async_nats::Event::ClientError(_) => tracing::warn!("NATS: {event}"),
                     other => tracing::debug!("NATS: {other}"),
                 }
             }
