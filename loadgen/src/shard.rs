@@ -1028,6 +1028,14 @@ fn on_message(state: &State, me: usize, text: &str, now: u64) {
         }
         Verdict::Reordered => {
             r.reordered += 1;
+            // The first few, so a failed run says where (the stream's later counters came first).
+            if r.reordered <= 5 {
+                eprintln!(
+                    "reordered: receiver {me} got counter {} of stream {stream} after a later one, {:.1} s in",
+                    stamp.counter,
+                    state.start.elapsed().as_secs_f64()
+                );
+            }
             state.progress.reordered.fetch_add(1, Ordering::Relaxed);
         }
         Verdict::InOrder => {}
