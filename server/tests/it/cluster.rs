@@ -142,6 +142,9 @@ pub(crate) struct Node {
     metrics: SocketAddr,
     /// Where clients connect.
     pub(crate) listen: String,
+    /// What it was started with, for a restart.
+    nats_urls: String,
+    args: Vec<String>,
 }
 
 impl Node {
@@ -161,32 +164,51 @@ impl Node {
         std::fs::write(&config, toml).unwrap();
         let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let listen = format!("127.0.0.1:{}", free_port());
-        let log = std::fs::File::create(dir.path().join("chatd.log")).unwrap();
+        let mut node = Self {
+            name: name.to_string(),
+            dir,
+            child: None,
+            metrics,
+            listen,
+            nats_urls: nats.urls(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+        };
+        node.spawn();
+        node
+    }
+
+    /// Starts the process (again) with the node's data dir, ports and arguments.
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("chatd.log"))
+            .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_chatd"))
             .arg("--config")
-            .arg(&config)
+            .arg(self.dir.path().join("chatd.toml"))
             .arg("--data-dir")
-            .arg(dir.path())
+            .arg(self.dir.path())
             .args([
                 "--listen",
-                &listen,
+                &self.listen,
                 "--metrics-listen",
-                &metrics.to_string(),
+                &self.metrics.to_string(),
             ])
             .args(["--shards", "1", "--no-pin", "--log", "info"])
-            .args(["--nats", &nats.urls(), "--node", name])
-            .args(args)
+            .args(["--nats", &self.nats_urls, "--node", &self.name])
+            .args(&self.args)
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .expect("chatd starts");
-        Self {
-            name: name.to_string(),
-            dir,
-            child: Some(child),
-            metrics,
-            listen,
-        }
+        self.child = Some(child);
+    }
+
+    /// SIGTERM, wait for the process to end, and start it again as it was.
+    pub(crate) fn restart(&mut self) {
+        self.terminate();
+        self.spawn();
     }
 
     pub(crate) fn kill_9(&mut self) {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use chat_client::{pb, Connection};
 
-use crate::cluster::{converged, nats_server, nodes_agree, wait_for, Nats, ONE_AT_A_TIME};
+use crate::cluster::{converged, nats_server, nodes_agree, wait_for, Nats, Node, ONE_AT_A_TIME};
 use crate::cluster_mesh::{name_homed_on, register_and_login, start_cluster};
 use crate::support::{next_message, password};
 
@@ -178,5 +178,116 @@ fn a_paused_owner_is_fenced_and_a_retried_send_is_stored_once() {
         !matches!(&dup, Some(e) if matches!(&e.kind, Some(pb::event::Kind::Message(m)) if m.text == text)),
         "stored twice: {dup:?}"
     );
+    nodes.clear();
+}
+
+/// Resumes `token` on the first of `servers` (from `from` on, in turn) that takes it, for
+/// up to 60 s; returns the connection and the index of its server.
+fn resume_somewhere(
+    servers: &[String],
+    ca: &std::path::Path,
+    token: &[u8],
+    from: usize,
+) -> (Connection, usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for i in from.. {
+        let at = i % servers.len();
+        if let Ok(mut conn) = Connection::connect(&servers[at], ca) {
+            conn.set_timeout(Duration::from_secs(5));
+            if conn.resume(token).is_ok() {
+                return (conn, at);
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no node resumed the session in 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    unreachable!()
+}
+
+#[test]
+fn a_rolling_restart_under_traffic_loses_reorders_and_duplicates_nothing_acked() {
+    let Some(binary) = nats_server() else { return };
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let nats = Nats::start(&binary, 3);
+    let (mut nodes, ca) = start_cluster(&nats);
+    let servers: Vec<String> = nodes.iter().map(|n| n.listen.clone()).collect();
+
+    // Six senders, each writing to a receiver who stays offline: every message waits in
+    // an inbox whose slot moves twice per restart.
+    let pairs: Vec<(pb::LoggedIn, pb::LoggedIn)> = (0..6)
+        .map(|i| {
+            let (_, from) = register_and_login(&nodes[i % 3], &ca, &format!("roller{i}"));
+            let (_, to) = register_and_login(&nodes[(i + 1) % 3], &ca, &format!("rollee{i}"));
+            (from, to)
+        })
+        .collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let senders: Vec<_> = pairs
+        .iter()
+        .enumerate()
+        .map(|(i, (from, to))| {
+            let (servers, ca, stop) = (servers.clone(), ca.clone(), stop.clone());
+            let (token, to) = (from.token.to_vec(), to.user_id);
+            std::thread::spawn(move || {
+                // As an app does: a send that fails or goes unanswered is sent again with
+                // its client_msg_id, through a new connection to the next node.
+                let (mut conn, mut at) = resume_somewhere(&servers, &ca, &token, i);
+                let mut acked = Vec::new();
+                let mut retries = 0;
+                for k in 1u64.. {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    loop {
+                        match conn.send_message_with_id(to, k, &format!("{k}")) {
+                            Ok(ack) => {
+                                acked.push((k, ack.seq));
+                                break;
+                            }
+                            Err(_) => {
+                                retries += 1;
+                                std::thread::sleep(Duration::from_millis(200));
+                                (conn, at) = resume_somewhere(&servers, &ca, &token, at + 1);
+                            }
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                (acked, retries)
+            })
+        })
+        .collect();
+
+    std::thread::sleep(Duration::from_secs(2));
+    for i in 0..nodes.len() {
+        nodes[i].restart();
+        let refs: Vec<&Node> = nodes.iter().collect();
+        wait_for(Duration::from_secs(90), &refs, || {
+            converged(&nats.urls(), &["a", "b", "c"])
+        });
+        wait_for(Duration::from_secs(30), &refs, || {
+            nodes_agree(&refs, &["a", "b", "c"])
+        });
+        println!("{} restarted and the cluster settled", nodes[i].name);
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+
+    for ((from, to), sender) in pairs.iter().zip(senders) {
+        let (acked, retries) = sender.join().unwrap();
+        println!("{} acked sends, {retries} retries", acked.len());
+        assert!(acked.len() > 20, "traffic flowed: {}", acked.len());
+        // Every acked message, once, in the order sent, at the seq its ack named.
+        let (conn, _) = resume_somewhere(&servers, &ca, &to.token, 0);
+        retrying(|| conn.sync(None));
+        for &(k, seq) in &acked {
+            let got = next_message(&conn);
+            assert_eq!(got.from_user_id, from.user_id);
+            assert_eq!((got.text.as_str(), got.seq), (format!("{k}").as_str(), seq));
+        }
+    }
     nodes.clear();
 }
