@@ -28,6 +28,16 @@ pub struct ConnEntry {
     pub home: Cell<usize>,
 }
 
+impl ConnEntry {
+    /// Sends `env` as the connection's last frame and ends it: the writer flushes it and
+    /// closes, the reader stops waiting for the peer.
+    pub fn close_with(&self, env: &Envelope) {
+        self.out.push(env);
+        self.out.close();
+        self.stop.raise();
+    }
+}
+
 /// How many requests may wait behind an in-flight login.
 const MAX_DEFERRED: usize = 256;
 
@@ -97,26 +107,22 @@ impl Shard {
             if entry.out.is_closed() || now == entry.home.get() || now == UNSERVED {
                 continue;
             }
-            entry.out.push(&error_envelope(
+            entry.close_with(&error_envelope(
                 0,
                 ErrorCode::Unavailable,
                 "your account moved to another node; reconnect and resume",
             ));
-            entry.out.close();
-            entry.stop.raise();
         }
     }
 
     /// Closes every connection of this shard (shutdown), telling clients why.
     pub fn close_all_conns(&self) {
         for entry in self.conns.borrow().values() {
-            entry.out.push(&error_envelope(
+            entry.close_with(&error_envelope(
                 0,
                 ErrorCode::Unavailable,
                 "server is shutting down",
             ));
-            entry.out.close();
-            entry.stop.raise();
         }
     }
 
@@ -156,9 +162,7 @@ impl Shard {
                     };
                     self.unwatch_all(&entry, conn, user);
                 }
-                entry.out.push(env);
-                entry.out.close();
-                entry.stop.raise();
+                entry.close_with(env);
                 return;
             }
         }
@@ -274,13 +278,11 @@ impl Shard {
             // slot again and overtake it: the client resends both, in order, on a new
             // connection.
             let why = "that conversation's node is changing; reconnect and resend";
-            entry.out.push(&error_envelope(
+            entry.close_with(&error_envelope(
                 reply.request_id,
                 ErrorCode::Unavailable,
                 why,
             ));
-            entry.out.close();
-            entry.stop.raise();
             return;
         }
         if matches!(req, Request::Login { .. } | Request::Resume { .. }) {
