@@ -26,6 +26,9 @@ pub struct ConnEntry {
     /// The shard its Login or Resume went to, which holds the session (a cluster moves
     /// users' slots between nodes: see `Shard::close_moved_sessions`).
     pub home: Cell<usize>,
+    /// In a cluster, this connection's sends not answered yet: request id -> the
+    /// conversation and the shard the send went to (see `Shard::keeps_send_order`).
+    pub sends: RefCell<HashMap<u64, (Conversation, usize)>>,
 }
 
 impl ConnEntry {
@@ -146,6 +149,15 @@ impl Shard {
             }
             return;
         };
+        if self.replica.is_some()
+            && env.request_id != 0
+            && entry.sends.borrow_mut().remove(&env.request_id).is_some()
+            && is_unavailable(env)
+        {
+            // A send that failed this way: later ones must not overtake its resend.
+            entry.close_with(env);
+            return;
+        }
         match auth {
             Auth::Unchanged => {}
             Auth::LoggedIn(user) => {
@@ -186,6 +198,43 @@ impl Shard {
 
     pub fn respond(self: &Rc<Self>, reply: Reply, body: Body) {
         self.respond_auth(reply, Auth::Unchanged, body);
+    }
+
+    /// In a cluster, whether a send may go on to `dest`. A conversation's node can change
+    /// between two sends of a connection: the earlier one, sent to the old node, may then
+    /// fail or be lost on the way while the later one is stored by the new node, out of
+    /// order. So a send to another shard than an unanswered earlier send of the same
+    /// conversation is refused with `UNAVAILABLE` and ends the connection, as does any
+    /// send answered `UNAVAILABLE` (`Shard::answered`): the client resends, in order, on a
+    /// new connection.
+    fn keeps_send_order(
+        &self,
+        reply: &Reply,
+        entry: &ConnEntry,
+        req: &Request,
+        dest: usize,
+    ) -> bool {
+        if self.replica.is_none() || req.has_unchecked_media() {
+            return true; // A media send goes to its asset first, and holds the later ones.
+        }
+        let conversation = match req {
+            Request::Send(send) => Conversation::User(send.to_user_id),
+            Request::SendGroup(send) => Conversation::Group(send.group_id),
+            _ => return true,
+        };
+        let mut sends = entry.sends.borrow_mut();
+        if sends.values().any(|&(c, d)| c == conversation && d != dest) {
+            drop(sends);
+            let why = "that conversation's node is changing; reconnect and resend";
+            entry.close_with(&error_envelope(
+                reply.request_id,
+                ErrorCode::Unavailable,
+                why,
+            ));
+            return false;
+        }
+        sends.insert(reply.request_id, (conversation, dest));
+        true
     }
 
     /// Answers a request. In a cluster, an answer given after a write made directly (not
@@ -283,6 +332,9 @@ impl Shard {
                 ErrorCode::Unavailable,
                 why,
             ));
+            return;
+        }
+        if !self.keeps_send_order(&reply, entry, &req, dest) {
             return;
         }
         if matches!(req, Request::Login { .. } | Request::Resume { .. }) {
@@ -421,4 +473,8 @@ impl Shard {
             self.submit(reply, &entry, req);
         }
     }
+}
+
+fn is_unavailable(env: &Envelope) -> bool {
+    matches!(&env.body, Some(Body::Error(e)) if e.code == ErrorCode::Unavailable as i32)
 }

@@ -129,6 +129,34 @@ fn a_paused_owner_is_fenced_and_a_retried_send_is_stored_once() {
     nodes[1].signal("STOP");
     let started = Instant::now();
     let text = "sent while b was frozen";
+    let first = alice
+        .start(pb::envelope::Body::SendMessage(pb::SendMessage {
+            to_user_id: bob_in.user_id,
+            client_msg_id: 42,
+            text: text.into(),
+            ..Default::default()
+        }))
+        .unwrap();
+    let survivors = [&nodes[0], &nodes[2]];
+    wait_for(Duration::from_secs(30), &survivors, || {
+        converged(&nats.urls(), &["a", "c"])
+    });
+    wait_for(Duration::from_secs(30), &survivors, || {
+        nodes_agree(&survivors, &["a", "c"])
+    });
+    // The first send went to frozen b and is unanswered; a second one to bob now goes to
+    // c and could be stored before the first one's resend: refused, and the connection
+    // ends, so the client resends both in order.
+    let second = alice.send_message_with_id(bob_in.user_id, 43, "and after it");
+    assert!(
+        matches!(&second, Err(chat_client::ClientError::Server { code, .. }) if *code == pb::ErrorCode::Unavailable),
+        "{second:?}"
+    );
+    assert!(
+        alice.wait_closed(Duration::from_secs(10)),
+        "the connection ends"
+    );
+    drop(first);
     let ack = loop {
         match alice.send_message_with_id(bob_in.user_id, 42, text) {
             Ok(ack) => break ack,
@@ -148,10 +176,8 @@ fn a_paused_owner_is_fenced_and_a_retried_send_is_stored_once() {
             }
         }
     };
-    let survivors = [&nodes[0], &nodes[2]];
-    wait_for(Duration::from_secs(30), &survivors, || {
-        converged(&nats.urls(), &["a", "c"])
-    });
+    let after = retrying(|| alice.send_message_with_id(bob_in.user_id, 43, "and after it"));
+    assert!(after.seq > ack.seq, "{after:?} after {ack:?}");
 
     // b wakes up with what it had queued: whatever it writes for its old slots now is
     // refused (its publishes name a last sequence the fence replaced), and it comes back
@@ -173,6 +199,8 @@ fn a_paused_owner_is_fenced_and_a_retried_send_is_stored_once() {
     again.sync(Some(0)).unwrap();
     let got = next_message(&again);
     assert_eq!((got.text.as_str(), got.seq), (text, ack.seq));
+    let got = next_message(&again);
+    assert_eq!((got.text.as_str(), got.seq), ("and after it", after.seq));
     let dup = again.next_event(Duration::from_secs(2)).unwrap();
     assert!(
         !matches!(&dup, Some(e) if matches!(&e.kind, Some(pb::event::Kind::Message(m)) if m.text == text)),
