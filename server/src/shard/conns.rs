@@ -200,13 +200,13 @@ impl Shard {
         self.respond_auth(reply, Auth::Unchanged, body);
     }
 
-    /// In a cluster, whether a send may go on to `dest`. A conversation's node can change
-    /// between two sends of a connection: the earlier one, sent to the old node, may then
-    /// fail or be lost on the way while the later one is stored by the new node, out of
-    /// order. So a send to another shard than an unanswered earlier send of the same
-    /// conversation is refused with `UNAVAILABLE` and ends the connection, as does any
-    /// send answered `UNAVAILABLE` (`Shard::answered`): the client resends, in order, on a
-    /// new connection.
+    /// In a cluster, whether a send may go on to `dest` (and if so, it is remembered until
+    /// answered). A conversation's node can change between two sends of a connection: the
+    /// earlier one, sent to the old node, may then fail or be lost on the way while the
+    /// later one is stored by the new node, out of order. So a send to another shard than
+    /// an unanswered earlier send of the same conversation may not go on, and a send
+    /// answered `UNAVAILABLE` ends the connection (`deliver_local`): the client resends,
+    /// in order, on a new connection.
     fn keeps_send_order(
         &self,
         reply: &Reply,
@@ -224,13 +224,6 @@ impl Shard {
         };
         let mut sends = entry.sends.borrow_mut();
         if sends.values().any(|&(c, d)| c == conversation && d != dest) {
-            drop(sends);
-            let why = "that conversation's node is changing; reconnect and resend";
-            entry.close_with(&error_envelope(
-                reply.request_id,
-                ErrorCode::Unavailable,
-                why,
-            ));
             return false;
         }
         sends.insert(reply.request_id, (conversation, dest));
@@ -322,9 +315,10 @@ impl Shard {
             _ => {}
         }
         let dest = self.route(&req, user);
-        if dest == UNSERVED && matches!(req, Request::Send(_) | Request::SendGroup(_)) {
+        let send = matches!(req, Request::Send(_) | Request::SendGroup(_));
+        if send && (dest == UNSERVED || !self.keeps_send_order(&reply, entry, &req, dest)) {
             // A send behind this one on the connection could reach a node that serves its
-            // slot again and overtake it: the client resends both, in order, on a new
+            // slot (again) and overtake it: the client resends both, in order, on a new
             // connection.
             let why = "that conversation's node is changing; reconnect and resend";
             entry.close_with(&error_envelope(
@@ -332,9 +326,6 @@ impl Shard {
                 ErrorCode::Unavailable,
                 why,
             ));
-            return;
-        }
-        if !self.keeps_send_order(&reply, entry, &req, dest) {
             return;
         }
         if matches!(req, Request::Login { .. } | Request::Resume { .. }) {
