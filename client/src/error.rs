@@ -27,6 +27,17 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// Whether another try (later, or on another server of a cluster) may succeed: the
+    /// connection failed or went unanswered, or the server said `UNAVAILABLE`. A TLS
+    /// failure or any other error the server answered is not.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ClientError::Server { code, .. } => *code == pb::ErrorCode::Unavailable,
+            ClientError::Tls(_) => false,
+            _ => true,
+        }
+    }
+
     /// The server's error code, for errors the server reported.
     pub fn code(&self) -> Option<pb::ErrorCode> {
         match self {

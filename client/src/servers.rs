@@ -37,8 +37,9 @@ pub fn random_start(n: usize) -> usize {
 
 /// Connects to the first server of `servers`, in [`try_order`] from `start`, that accepts a
 /// TLS connection and on which `step` (for example a Login or a Resume) succeeds. A server
-/// that refuses, times out or closes is skipped; an error the server answered with (e.g.
-/// bad credentials) is returned at once, since another node would answer the same.
+/// that refuses, times out, closes or answers `UNAVAILABLE` (a cluster node whose data for
+/// that account is moving) is skipped; any other error the server answered with (e.g. bad
+/// credentials) is returned at once, since another node would answer the same.
 ///
 /// Returns the index of the server used, the connection and what `step` returned. When every
 /// server failed: with one server its error as it is, with several
@@ -61,7 +62,7 @@ pub fn connect_first<T>(
         });
         match attempt {
             Ok((conn, out)) => return Ok((i, conn, out)),
-            Err(e @ (ClientError::Server { .. } | ClientError::Tls(_))) => return Err(e),
+            Err(e) if !e.is_transient() => return Err(e),
             Err(e) => {
                 failures.push(format!("{}: {e}", servers[i]));
                 last = Some(e);

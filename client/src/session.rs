@@ -4,7 +4,8 @@
 //!
 //! With several servers (the nodes of a cluster), the session starts at a random one and
 //! reconnects to the one it was on first, then to the next ones of the list, skipping those
-//! that refuse or do not answer, and resumes on whichever answers.
+//! that refuse, do not answer or answer `UNAVAILABLE` (a cluster node whose data for the
+//! account is moving), and resumes on whichever answers.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -151,7 +152,7 @@ impl Session {
         loop {
             match self.try_reconnect() {
                 Ok(()) => return Ok(()),
-                Err(e @ ClientError::Server { .. }) => return Err(e),
+                Err(e) if !e.is_transient() => return Err(e),
                 Err(e) => {
                     eprintln!("connection lost ({e}); retrying in {delay:?}");
                     std::thread::sleep(delay);

@@ -29,6 +29,27 @@ fn a_server_list_whose_first_entry_refuses_still_connects() {
         assert_eq!(conn.peer_addr().unwrap().to_string(), server.addr());
         conn.ping().unwrap();
     }
+    // A node that answers UNAVAILABLE (its data for the account is moving) is skipped
+    // like a dead one; another error is final.
+    let twice = [server.addr().to_string(), server.addr().to_string()];
+    let mut calls = 0;
+    let (index, _, ()) = chat_client::connect_first(&twice, server.ca(), 0, |_| {
+        calls += 1;
+        if calls == 1 {
+            return Err(chat_client::ClientError::Server {
+                code: pb::ErrorCode::Unavailable,
+                message: "moving".into(),
+            });
+        }
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!((index, calls), (1, 2));
+    let err = chat_client::connect_first(&twice, server.ca(), 0, |c| {
+        c.login("alice", "not her password").map(|_| ())
+    })
+    .unwrap_err();
+    assert_eq!(err.code(), Some(pb::ErrorCode::BadCredentials), "{err}");
     // Only dead servers: an error naming each of them.
     let dead = [closed_addr(), closed_addr()];
     let err = chat_client::connect_first(&dead, server.ca(), 0, |_| Ok(())).unwrap_err();
