@@ -978,7 +978,6 @@ async fn read_loop(
     }
 }
 
-/// A message arrived at receiver `me`: judge it, and time it.
 /// Counts a message event whose seq an earlier, different message of this account had.
 fn check_seq_reuse(state: &State, me: usize, seq: u64, text: &str) {
     use std::hash::{Hash, Hasher};
@@ -996,7 +995,8 @@ fn check_seq_reuse(state: &State, me: usize, seq: u64, text: &str) {
         if r.seq_reused <= 5 {
             let stamp = wire::decode(text).map(|s| (s.sender, s.counter));
             eprintln!(
-                "seq reused: account {me} (user {}) seq {seq} now carries another message                  (stream, counter {stamp:?}), {:.1} s in",
+                "seq reused: account {me} (user {}) seq {seq} now carries another message \
+                 (stream, counter {stamp:?}), {:.1} s in",
                 state.peer_ids[me],
                 state.start.elapsed().as_secs_f64()
             );
@@ -1004,6 +1004,7 @@ fn check_seq_reuse(state: &State, me: usize, seq: u64, text: &str) {
     }
 }
 
+/// A message arrived at receiver `me`: judge it, and time it.
 fn on_message(state: &State, me: usize, text: &str, now: u64) {
     let Some(stamp) = wire::decode(text) else {
         return;
