@@ -35,9 +35,13 @@ static inline bool sq_ring_needs_enter(struct io_uring *ring, unsigned *flags)
 	return false;
 }
 
+/* chatd's patch (vendor/README.md), as in liburing 2.2+: pending task work
+ * (IORING_SQ_TASKRUN, 1U << 2, set by rings made with IORING_SETUP_TASKRUN_FLAG)
+ * means completions wait for a kernel entry, so a peek enters. */
 static inline bool cq_ring_needs_flush(struct io_uring *ring)
 {
-	return IO_URING_READ_ONCE(*ring->sq.kflags) & IORING_SQ_CQ_OVERFLOW;
+	return IO_URING_READ_ONCE(*ring->sq.kflags) &
+	       (IORING_SQ_CQ_OVERFLOW | (1U << 2));
 }
 
 static int __io_uring_peek_cqe(struct io_uring *ring,

@@ -94,6 +94,9 @@ bitflags::bitflags! {
         const ATTACH_WQ = 1 << 5;
         /// Task work runs at the task's next kernel exit, without an IPI (Linux 5.19+).
         const COOP_TASKRUN = 1 << 8;
+        /// With `COOP_TASKRUN`: the kernel flags pending task work in the submission ring's
+        /// flags (`IORING_SQ_TASKRUN`), so a peek can tell when to enter (Linux 5.19+).
+        const TASKRUN_FLAG = 1 << 9;
     }
 }
 

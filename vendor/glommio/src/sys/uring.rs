@@ -885,6 +885,9 @@ impl UringCommon for PollRing {
 
 struct SleepableRing {
     ring: iou::IoUring,
+    /// The ring flags pending task work, so completions show without a kernel entry
+    /// per loop round (chatd's patch).
+    taskrun_flag: bool,
     size: usize,
     submission_queue: ReactorQueue,
     name: &'static str,
@@ -903,16 +906,21 @@ impl SleepableRing {
         source_map: Rc<RefCell<SourceMap>>,
     ) -> io::Result<Self> {
         assert!(*IO_URING_RECENT_ENOUGH);
+        // chatd's patch (vendor/README.md): completions wait for this thread's next
+        // kernel exit instead of interrupting it with an IPI, and the kernel flags
+        // that wait in the ring so a peek enters for it. Kernels before 5.19 refuse
+        // the flags: they get the ring without them.
+        let (ring, taskrun_flag) = match iou::IoUring::new_with_flags(
+            size as _,
+            iou::SetupFlags::COOP_TASKRUN | iou::SetupFlags::TASKRUN_FLAG,
+            iou::SetupFeatures::empty(),
+        ) {
+            Ok(ring) => (ring, true),
+            Err(_) => (iou::IoUring::new(size as _)?, false),
+        };
         Ok(SleepableRing {
-            // chatd's patch (vendor/README.md): completions wait for this thread's next
-            // kernel exit instead of interrupting it with an IPI. Kernels before 5.19
-            // refuse the flag: they get the ring without it.
-            ring: iou::IoUring::new_with_flags(
-                size as _,
-                iou::SetupFlags::COOP_TASKRUN,
-                iou::SetupFeatures::empty(),
-            )
-            .or_else(|_| iou::IoUring::new(size as _))?,
+            ring,
+            taskrun_flag,
             size,
             submission_queue: UringQueueState::with_capacity(size * 4),
             name,
@@ -1229,7 +1237,9 @@ pub(crate) struct Reactor {
     latency_ring: RefCell<SleepableRing>,
     poll_ring: RefCell<PollRing>,
 
-    latency_preemption_timeout_src: Cell<Option<Source>>,
+    /// The armed latency timer and the preemption period it was armed for (`None`: armed
+    /// for a user timer while sleeping).
+    latency_preemption_timeout_src: Cell<Option<(Source, Option<Duration>)>>,
     throughput_preemption_timeout_src: Cell<Option<Source>>,
 
     link_fd: RawFd,
@@ -1822,22 +1832,37 @@ impl Reactor {
         // consume all events from the rings
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
-        // Cancel the old timer regardless of whether we can sleep:
-        // if we won't sleep, we will register the new timer with its new
-        // value.
-        //
-        // But if we will sleep, there might be a timer registered that needs
-        // to be removed otherwise we'll wake up when it expires.
-        drop(self.latency_preemption_timeout_src.take());
+        // chatd's patch (vendor/README.md): where the rings flag pending task work, a
+        // preemption timer that has not fired yet stays armed instead of being cancelled
+        // and armed again on every loop round (a kernel entry per ring per round). Without
+        // the flag, that per-round entry is what makes completions show, so it stays.
+        let keep_timers = main_ring.taskrun_flag && lat_ring.taskrun_flag;
+        let preempt = preempt_timer();
+        let kept_latency_timer = self
+            .latency_preemption_timeout_src
+            .take()
+            .filter(|(src, armed_for)| {
+                keep_timers && armed_for.is_some() && *armed_for == preempt && src.result().is_none()
+            });
+
+        // The `take` above cancels the old timer unless it is kept, whether or not we
+        // sleep: if we won't sleep, we register a new one below; if we will, a timer left
+        // armed would wake us when it expires. (A kept one is never kept into a sleep:
+        // sleeping needs `preempt` to be `None`.)
 
         // Schedule the throughput-based timeout immediately: it won't matter if we end
         // up sleeping.
-        self.throughput_preemption_timeout_src.replace(Some(
-            main_ring.prepare_throughput_preemption_timer(
-                self.ring_depth() as u32,
-                self.eventfd_src.raw(),
-            ),
-        ));
+        let throughput_timer = self
+            .throughput_preemption_timeout_src
+            .take()
+            .filter(|src| keep_timers && src.result().is_none());
+        self.throughput_preemption_timeout_src
+            .set(Some(throughput_timer.unwrap_or_else(|| {
+                main_ring.prepare_throughput_preemption_timer(
+                    self.ring_depth() as u32,
+                    self.eventfd_src.raw(),
+                )
+            })));
 
         // This will only dispatch if we run out of sqes. Which means until
         // flush_rings! nothing is really send to the kernel...
@@ -1849,7 +1874,7 @@ impl Reactor {
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
         // If we generated any event so far, we can't sleep. Need to handle them.
-        let should_sleep = preempt_timer().is_none()
+        let should_sleep = preempt.is_none()
             && (woke == 0)
             && poll_ring.can_sleep()
             && main_ring.can_sleep()
@@ -1860,7 +1885,7 @@ impl Reactor {
             // is a timer set, we need to make sure we wake up to handle it.
             if let Some(dur) = user_timer {
                 self.latency_preemption_timeout_src
-                    .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
+                    .set(Some((lat_ring.prepare_latency_preemption_timer(dur), None)));
                 assert!(flush_rings!(lat_ring)? > 0);
             }
             // From this moment on the remote executors are aware that we are sleeping
@@ -1887,9 +1912,13 @@ impl Reactor {
             }
         }
 
-        if let Some(preempt) = preempt_timer() {
-            self.latency_preemption_timeout_src
-                .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
+        if let Some(kept) = kept_latency_timer {
+            self.latency_preemption_timeout_src.set(Some(kept));
+        } else if let Some(dur) = preempt {
+            self.latency_preemption_timeout_src.set(Some((
+                lat_ring.prepare_latency_preemption_timer(dur),
+                Some(dur),
+            )));
             flush_rings!(lat_ring, main_ring)?;
         }
 
