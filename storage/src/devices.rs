@@ -26,14 +26,13 @@ impl Store {
             device.encode_to_vec(),
         );
         self.write_batch(&db, batch, Vec::new(), &self.write_opts)?;
-        self.forget_device_count(device.user_id);
-        Ok(())
+        self.recount_devices(device.user_id)
     }
 
     /// Whether the user has more than one device. Only then is what one device does (a
     /// send, a MarkRead) also an event for the others: a single device has its answer, and
     /// a user's every 1:1 send would otherwise cost an inbox entry, a push and an Ack more.
-    /// Counted once, then kept until one of the user's devices changes.
+    /// Counted at open and whenever one of the user's devices changes.
     pub fn has_several_devices(&self, user_id: u64) -> Result<bool> {
         if let Some(&count) = self.device_counts.borrow().get(&user_id) {
             return Ok(count > 1);
@@ -43,8 +42,11 @@ impl Store {
         Ok(count > 1)
     }
 
-    fn forget_device_count(&self, user_id: u64) {
-        self.device_counts.borrow_mut().remove(&user_id);
+    /// Counts the user's devices again after one was written or removed.
+    fn recount_devices(&self, user_id: u64) -> Result<()> {
+        let count = self.devices_of(user_id)?.len();
+        self.device_counts.borrow_mut().insert(user_id, count);
+        Ok(())
     }
 
     /// A device of the user.
@@ -62,8 +64,7 @@ impl Store {
             keys::device(device.user_id, device.device_id),
             device.encode_to_vec(),
         )?;
-        self.forget_device_count(device.user_id);
-        Ok(())
+        self.recount_devices(device.user_id)
     }
 
     /// Every device of the user, in device id order.
@@ -97,8 +98,7 @@ impl Store {
             return Err(corrupt(CF_DEVICES, "token hash is not 32 bytes"));
         }
         self.write_batch(&db, batch, Vec::new(), &self.write_opts)?;
-        self.forget_device_count(user_id);
-        Ok(())
+        self.recount_devices(user_id)
     }
 
     /// Forgets every device of the user and revokes their tokens (LogoutAll), now.
@@ -116,8 +116,7 @@ impl Store {
             }
         }
         self.write_batch(&db, batch, Vec::new(), &self.write_opts)?;
-        self.forget_device_count(user_id);
-        Ok(())
+        self.recount_devices(user_id)
     }
 }
 

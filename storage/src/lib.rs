@@ -176,14 +176,17 @@ pub struct Store {
     cursors: RefCell<HashMap<u64, u64>>,
     /// Users whose cursor moved since the last [`Store::persist_cursors`].
     dirty_cursors: RefCell<HashSet<u64>>,
-    /// Users known to exist (accounts are never deleted): a send's recipient check is a
-    /// map lookup instead of a RocksDB read.
+    /// Every user of this store (accounts are never deleted), loaded at open
+    /// ([`Store::load_hot_sets`]): a send's recipient check is a map lookup instead of a
+    /// RocksDB read, also for the first send after a start, when the read would miss
+    /// every cache.
     known_users: RefCell<HashSet<u64>>,
-    /// How many devices each user has, once counted (`devices::has_several_devices`);
-    /// dropped whenever one of the user's devices is written or removed.
+    /// How many devices each user with any has (`devices::has_several_devices`), loaded at
+    /// open and counted again whenever one of the user's devices is written or removed.
     device_counts: RefCell<HashMap<u64, usize>>,
-    /// Owners whose block or contact list was found empty (`lists::is_listed`).
-    empty_lists: RefCell<HashSet<(UserList, u64)>>,
+    /// Owners with anything in their block or contact list, loaded at open
+    /// (`lists::is_listed`): nearly every list is empty, and every 1:1 send asks.
+    listed_owners: RefCell<HashSet<(UserList, u64)>>,
     /// Group idempotency records staged but not yet committed.
     staged_group_sends: RefCell<HashMap<[u8; 24], SendRecord>>,
     /// Read markers and group marks staged but not yet committed: two advances before one
@@ -297,7 +300,7 @@ impl Store {
         let mut write_opts = WriteOptions::default();
         write_opts.set_sync(durability == Durability::Fsync);
         let cursor_opts = WriteOptions::default();
-        Ok(Self {
+        let store = Self {
             db: RefCell::new(Some(db)),
             write_opts,
             cursor_opts,
@@ -308,7 +311,7 @@ impl Store {
             dirty_cursors: RefCell::default(),
             known_users: RefCell::default(),
             device_counts: RefCell::default(),
-            empty_lists: RefCell::default(),
+            listed_owners: RefCell::default(),
             staged_group_sends: RefCell::default(),
             staged_read_markers: RefCell::default(),
             staged_group_marks: RefCell::default(),
@@ -319,7 +322,51 @@ impl Store {
             captured: RefCell::default(),
             pending_ranges: RefCell::default(),
             cf_ids,
-        })
+        };
+        store.load_hot_sets()?;
+        Ok(store)
+    }
+
+    /// Loads the sets every send consults (users, device counts, owners of non-empty
+    /// lists) by one scan of their keys: far cheaper than a point lookup per user that
+    /// misses RocksDB's caches, which is what the first send of each user after a start
+    /// would pay.
+    fn load_hot_sets(&self) -> Result<()> {
+        let users = self.scan_owners(CF_USERS)?;
+        let devices = self.scan_owners(CF_DEVICES)?;
+        let mut counts = HashMap::new();
+        for user in devices {
+            *counts.entry(user).or_insert(0) += 1;
+        }
+        let mut listed = HashSet::new();
+        for list in [UserList::Blocked, UserList::Contacts] {
+            for owner in self.scan_owners(list.cf())? {
+                listed.insert((list, owner));
+            }
+        }
+        *self.known_users.borrow_mut() = users.into_iter().collect();
+        *self.device_counts.borrow_mut() = counts;
+        *self.listed_owners.borrow_mut() = listed;
+        Ok(())
+    }
+
+    /// The id at the start of every key of a column family, in key order (one per key).
+    fn scan_owners(&self, cf: &'static str) -> Result<Vec<u64>> {
+        let db = self.db()?;
+        let mut out = Vec::new();
+        // Total order: a family with a prefix extractor would otherwise be read by prefix.
+        let mut all = rocksdb::ReadOptions::default();
+        all.set_total_order_seek(true);
+        let mut iter = db.raw_iterator_cf_opt(cf_handle(&db, cf), all);
+        iter.seek_to_first();
+        while iter.valid() {
+            if let Some(id) = iter.key().and_then(|key| keys::u64_at(key, 0)) {
+                out.push(id);
+            }
+            iter.next();
+        }
+        iter.status()?;
+        Ok(out)
     }
 
     fn db(&self) -> Result<Ref<'_, DB>> {

@@ -19,7 +19,7 @@ pub enum UserList {
 }
 
 impl UserList {
-    fn cf(self) -> &'static str {
+    pub(crate) fn cf(self) -> &'static str {
         match self {
             UserList::Blocked => CF_BLOCKS,
             UserList::Contacts => CF_CONTACTS,
@@ -45,7 +45,7 @@ impl Store {
             keys::listed_user(owner, user),
             now_us.to_be_bytes(),
         )?;
-        self.empty_lists.borrow_mut().remove(&(list, owner));
+        self.listed_owners.borrow_mut().insert((list, owner));
         Ok(true)
     }
 
@@ -64,31 +64,17 @@ impl Store {
     }
 
     /// Whether `user` is in `owner`'s list. Every 1:1 send asks whether the recipient
-    /// blocked the sender, and nearly every list is empty: an owner whose list was found
-    /// empty is remembered (until something is added), so the question costs a lookup in
-    /// memory instead of one in RocksDB.
+    /// blocked the sender, and nearly every list is empty: the store knows which owners
+    /// have anything listed (since its open), so for the others the question costs a
+    /// lookup in memory instead of one in RocksDB.
     pub fn is_listed(&self, list: UserList, owner: u64, user: u64) -> Result<bool> {
-        if self.empty_lists.borrow().contains(&(list, owner)) {
+        if !self.listed_owners.borrow().contains(&(list, owner)) {
             return Ok(false);
         }
         let db = self.db()?;
         let key = keys::listed_user(owner, user);
-        if db.get_pinned_cf(cf_handle(&db, list.cf()), key)?.is_some() {
-            return Ok(true);
-        }
-        let start = keys::listed_user(owner, 0);
-        let mut iter = db.iterator_cf(
-            cf_handle(&db, list.cf()),
-            IteratorMode::From(&start, Direction::Forward),
-        );
-        let empty = match iter.next().transpose()? {
-            Some((key, _)) => keys::u64_at(&key, 0) != Some(owner),
-            None => true,
-        };
-        if empty {
-            self.empty_lists.borrow_mut().insert((list, owner));
-        }
-        Ok(false)
+        let listed = db.get_pinned_cf(cf_handle(&db, list.cf()), key)?.is_some();
+        Ok(listed)
     }
 
     /// `owner`'s list as (user, added at), most recently added first.

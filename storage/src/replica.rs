@@ -10,6 +10,7 @@ use chat_protocol::replica::{write::Kind, Write};
 use prost::Message as _;
 use rocksdb::{WriteBatch, WriteBatchIteratorCf, DB};
 
+use crate::lists::UserList;
 use crate::records::{InboxRef, TokenRecord};
 use crate::{cf_handle, keys, Result, StorageError, Store, ALL_CFS};
 use crate::{
@@ -263,7 +264,7 @@ impl Store {
         db.write_opt(batch, &self.write_opts)?;
         drop(db);
         self.forget_caches();
-        Ok(())
+        self.note_applied(writes)
     }
 
     /// Deletes every replicated key whose owner `drop_it` picks: a node taking over a
@@ -293,6 +294,7 @@ impl Store {
         db.write_opt(batch, &self.write_opts)?;
         drop(db);
         self.forget_caches();
+        self.load_hot_sets()?;
         Ok(dropped)
     }
 
@@ -301,9 +303,43 @@ impl Store {
         self.heads.borrow_mut().clear();
         self.group_heads.borrow_mut().clear();
         self.cursors.borrow_mut().clear();
-        self.known_users.borrow_mut().clear();
-        self.device_counts.borrow_mut().clear();
-        self.empty_lists.borrow_mut().clear();
+    }
+
+    /// Keeps the sets loaded at open true after applied writes, from the writes alone (a
+    /// standby applies a batch per commit of the owner: a rescan each time would cost a
+    /// read of every user). Each set may err only on its safe side: `known_users` may miss
+    /// a user (the check then reads), `device_counts` may miss a count (it is counted
+    /// again), `listed_owners` may hold an owner whose list is empty (the check reads).
+    fn note_applied(&self, writes: &[Write]) -> Result<()> {
+        let users = ALL_CFS.iter().position(|cf| *cf == CF_USERS);
+        let devices = ALL_CFS.iter().position(|cf| *cf == CF_DEVICES);
+        let lists = [UserList::Blocked, UserList::Contacts]
+            .map(|list| (ALL_CFS.iter().position(|cf| *cf == list.cf()), list));
+        for w in writes {
+            let cf = Some(w.cf as usize);
+            let Some(owner) = keys::u64_at(&w.key, 0) else {
+                continue;
+            };
+            let range = Kind::try_from(w.kind) == Ok(Kind::DeleteRange);
+            if cf == users {
+                if range {
+                    return self.load_hot_sets();
+                }
+                if Kind::try_from(w.kind) == Ok(Kind::Delete) {
+                    self.known_users.borrow_mut().remove(&owner);
+                }
+            } else if cf == devices {
+                if range {
+                    return self.load_hot_sets();
+                }
+                self.device_counts.borrow_mut().remove(&owner);
+            } else if let Some((_, list)) = lists.iter().find(|(index, _)| cf == *index) {
+                if Kind::try_from(w.kind) == Ok(Kind::Put) {
+                    self.listed_owners.borrow_mut().insert((*list, owner));
+                }
+            }
+        }
+        Ok(())
     }
 }
 

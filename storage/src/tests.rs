@@ -521,3 +521,87 @@ fn keys_name_their_owner() {
     assert_eq!(owner(cf(CF_PUSH_OUTBOX), &[0; 8], None), Owner::Local);
     assert_eq!(owner(cf(CF_USERS), b"short", None), Owner::Local);
 }
+
+#[test]
+fn what_every_send_asks_is_answered_after_a_reopen_and_a_wipe_alike() {
+    use records::{DeviceRecord, TokenRecord};
+    let dir = tempfile::tempdir().unwrap();
+    let session = |s: &Store, user_id, device_id| {
+        let hash = [device_id as u8; 32];
+        let device = DeviceRecord {
+            user_id,
+            device_id,
+            name: "phone".into(),
+            token_hash: hash.to_vec(),
+            created_us: 1,
+            last_active_us: 1,
+        };
+        let token = TokenRecord {
+            user_id,
+            created_us: 1,
+        };
+        s.create_session(&hash, &token, &device).unwrap();
+    };
+    let s = Store::open(dir.path(), Durability::Wal).unwrap();
+    for (id, name) in [(10, "alice"), (11, "bob"), (12, "carol")] {
+        s.create_user(&user(id, name)).unwrap();
+    }
+    session(&s, 10, 1);
+    session(&s, 10, 2);
+    session(&s, 11, 3);
+    assert!(s.add_listed(UserList::Blocked, 11, 10, 5).unwrap());
+    drop(s);
+
+    // Loaded at open: the answers are those of the data, not of an empty memory.
+    let s = Store::open(dir.path(), Durability::Wal).unwrap();
+    for id in [10, 11, 12] {
+        assert!(s.user_exists(id).unwrap(), "user {id}");
+    }
+    assert!(!s.user_exists(13).unwrap());
+    assert!(s.has_several_devices(10).unwrap());
+    assert!(!s.has_several_devices(11).unwrap());
+    assert!(!s.has_several_devices(12).unwrap());
+    assert!(s.is_listed(UserList::Blocked, 11, 10).unwrap());
+    assert!(!s.is_listed(UserList::Blocked, 10, 11).unwrap());
+    assert!(!s.is_listed(UserList::Contacts, 11, 10).unwrap());
+
+    // Changes after the open are seen.
+    assert!(s.add_listed(UserList::Blocked, 12, 11, 6).unwrap());
+    assert!(s.is_listed(UserList::Blocked, 12, 11).unwrap());
+    session(&s, 12, 4);
+    session(&s, 12, 5);
+    assert!(s.has_several_devices(12).unwrap());
+    s.delete_device(10, 1, &[1; 32]).unwrap();
+    assert!(!s.has_several_devices(10).unwrap());
+    s.create_user(&user(13, "dave")).unwrap();
+    assert!(s.user_exists(13).unwrap());
+
+    // A wipe (a take-over) takes bob's account, devices and list; the others stay.
+    s.wipe(|owner| *owner == replica::Owner::User(11)).unwrap();
+    assert!(!s.user_exists(11).unwrap());
+    assert!(!s.is_listed(UserList::Blocked, 11, 10).unwrap());
+    assert!(s.is_listed(UserList::Blocked, 12, 11).unwrap());
+    assert!(s.has_several_devices(12).unwrap());
+    assert!(s.user_exists(13).unwrap());
+
+    // A standby that applies another node's writes answers as that node does, each
+    // answer asked once before the writes arrive and once after.
+    let (_b, standby) = store();
+    assert!(!standby.user_exists(20).unwrap());
+    assert!(!standby.has_several_devices(20).unwrap());
+    assert!(!standby.is_listed(UserList::Contacts, 20, 12).unwrap());
+    s.set_capture(true);
+    s.create_user(&user(20, "erin")).unwrap();
+    session(&s, 20, 6);
+    session(&s, 20, 7);
+    assert!(s.add_listed(UserList::Contacts, 20, 12, 7).unwrap());
+    standby.apply(&s.take_captured()).unwrap();
+    assert!(standby.user_exists(20).unwrap());
+    assert!(standby.has_several_devices(20).unwrap());
+    assert!(standby.is_listed(UserList::Contacts, 20, 12).unwrap());
+    s.delete_device(20, 6, &[6; 32]).unwrap();
+    assert!(s.remove_listed(UserList::Contacts, 20, 12).unwrap());
+    standby.apply(&s.take_captured()).unwrap();
+    assert!(!standby.has_several_devices(20).unwrap());
+    assert!(!standby.is_listed(UserList::Contacts, 20, 12).unwrap());
+}
