@@ -52,6 +52,8 @@ pub(crate) struct ClusterMetrics {
     pub replayed_writes: Counter,
     /// Take-overs running now: `/health` is not ready meanwhile.
     pub replaying: Gauge,
+    /// Stream sequences the running take-overs have still to read, up to their fences.
+    pub replay_lag: Gauge,
     /// Slots with local writes their logs lack, waiting to be rebuilt.
     pub dirty_slots: Gauge,
     connected: AtomicBool,
@@ -240,6 +242,12 @@ impl ClusterMetrics {
             "chatd_cluster_replaying",
             "Take-overs of slots running now (the node is not ready meanwhile).",
             self.replaying.get(),
+        );
+        gauge(
+            out,
+            "chatd_cluster_replay_lag",
+            "Stream sequences that the running take-overs have still to read, up to their fences (0 when none runs).",
+            self.replay_lag.get(),
         );
         gauge(
             out,

@@ -34,6 +34,7 @@ use prost::Message as _;
 use tokio::task::JoinSet;
 
 use super::ClusterMetrics;
+use crate::metrics::Gauge;
 
 /// Largest message published: NATS refuses payloads over its `max_payload` (1 MiB by
 /// default). A part over it still goes alone (and fails loudly if NATS refuses it).
@@ -354,6 +355,26 @@ pub async fn take_over(
     Ok(())
 }
 
+/// One take-over's part of the `replay_lag` gauge, taken back however its read ends.
+struct LagShare<'a> {
+    gauge: &'a Gauge,
+    held: i64,
+}
+
+impl LagShare<'_> {
+    fn set(&mut self, lag: u64) {
+        let lag = i64::try_from(lag).unwrap_or(i64::MAX);
+        self.gauge.add(lag - self.held);
+        self.held = lag;
+    }
+}
+
+impl Drop for LagShare<'_> {
+    fn drop(&mut self) {
+        self.gauge.sub(self.held);
+    }
+}
+
 /// Every write in the logs of `slots`, in stream order, up to stream sequence `until`
 /// (the last of their fences), and how many of their messages held them. One pull
 /// consumer without acks, read in large batches that do not wait. Filtering on hundreds
@@ -388,6 +409,10 @@ async fn read_logs(
         .map_err(|e| failed(&e))?;
     let mut writes = Vec::new();
     let mut entries = 0;
+    let mut lag = LagShare {
+        gauge: &log.metrics.replay_lag,
+        held: 0,
+    };
     loop {
         let mut batch = consumer
             .fetch()
@@ -404,6 +429,7 @@ async fn read_logs(
             let message = message.map_err(|e| failed(&e))?;
             got += 1;
             let sequence = message.info().map_err(|e| failed(&e))?.stream_sequence;
+            lag.set(until.saturating_sub(sequence));
             let slot = message
                 .subject
                 .rsplit('.')
@@ -422,5 +448,34 @@ async fn read_logs(
         if got == 0 {
             return Err("replaying: the log ended before its fence".into());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn take_overs_add_their_lag_and_take_it_back_however_they_end() {
+        let gauge = Gauge::default();
+        let mut first = LagShare {
+            gauge: &gauge,
+            held: 0,
+        };
+        let mut second = LagShare {
+            gauge: &gauge,
+            held: 0,
+        };
+        first.set(100);
+        second.set(40);
+        assert_eq!(gauge.get(), 140);
+        first.set(30);
+        assert_eq!(gauge.get(), 70);
+        // The first ends early (an error): its share goes; the second's stays.
+        drop(first);
+        assert_eq!(gauge.get(), 40);
+        second.set(0);
+        drop(second);
+        assert_eq!(gauge.get(), 0);
     }
 }

@@ -63,6 +63,10 @@ impl Gauge {
         self.0.fetch_sub(n, Relaxed);
     }
 
+    pub fn add(&self, n: i64) {
+        self.0.fetch_add(n, Relaxed);
+    }
+
     pub fn set(&self, n: i64) {
         self.0.store(n, Relaxed);
     }

@@ -108,6 +108,11 @@ fn acked_messages_survive_a_kill_9_of_the_node_that_stored_them() {
         })
         .sum();
     assert!(replayed > 0.0, "the survivors replayed b's slots");
+    // Their take-overs are over, and what they had left to read went with them.
+    for n in survivors {
+        assert_eq!(n.metric("chatd_cluster_replaying"), Some(0.0));
+        assert_eq!(n.metric("chatd_cluster_replay_lag"), Some(0.0));
+    }
     nodes.clear();
 }
 
