@@ -57,11 +57,31 @@ pub(crate) fn start_cluster(nats: &Nats) -> (Vec<Node>, PathBuf) {
     (nodes, tls.join("ca.pem"))
 }
 
+/// Signs a user up and in, retrying as an app does while the account's slot is between
+/// owners (a busy machine can still be moving slots just after the cluster converged).
 pub(crate) fn register_and_login(node: &Node, ca: &Path, name: &str) -> (Connection, pb::LoggedIn) {
     let conn = Connection::connect(&node.listen, ca).unwrap();
-    conn.register(name, &password(name)).unwrap();
-    let login = conn.login(name, &password(name)).unwrap();
+    retrying(|| conn.register(name, &password(name)));
+    let login = retrying(|| conn.login(name, &password(name)));
     (conn, login)
+}
+
+/// Retries `op` while the cluster answers UNAVAILABLE (a slot between owners), for up
+/// to 15 s.
+pub(crate) fn retrying<T>(mut op: impl FnMut() -> chat_client::Result<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match op() {
+            Ok(v) => return v,
+            Err(chat_client::ClientError::Server { code, message })
+                if code == pb::ErrorCode::Unavailable && Instant::now() < deadline =>
+            {
+                eprintln!("retrying: {message}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
 }
 
 fn mesh_total(nodes: &[Node], metric: &str) -> f64 {

@@ -7,26 +7,8 @@ use std::time::{Duration, Instant};
 use chat_client::{pb, Connection};
 
 use crate::cluster::{converged, nats_server, nodes_agree, wait_for, Nats, Node, ONE_AT_A_TIME};
-use crate::cluster_mesh::{name_homed_on, register_and_login, start_cluster};
+use crate::cluster_mesh::{name_homed_on, register_and_login, retrying, start_cluster};
 use crate::support::{next_message, password};
-
-/// Retries `op` while the cluster answers UNAVAILABLE (a slot between owners), for up
-/// to 15 s.
-fn retrying<T>(mut op: impl FnMut() -> chat_client::Result<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        match op() {
-            Ok(v) => return v,
-            Err(chat_client::ClientError::Server { code, message })
-                if code == pb::ErrorCode::Unavailable && Instant::now() < deadline =>
-            {
-                eprintln!("retrying: {message}");
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            Err(e) => panic!("{e}"),
-        }
-    }
-}
 
 #[test]
 fn acked_messages_survive_a_kill_9_of_the_node_that_stored_them() {
