@@ -37,16 +37,19 @@ impl Store {
         if let Some(&count) = self.device_counts.borrow().get(&user_id) {
             return Ok(count > 1);
         }
-        let count = self.devices_of(user_id)?.len();
-        self.device_counts.borrow_mut().insert(user_id, count);
-        Ok(count > 1)
+        Ok(self.count_devices(user_id)? > 1)
     }
 
-    /// Counts the user's devices again after one was written or removed.
-    fn recount_devices(&self, user_id: u64) -> Result<()> {
+    /// Counts the user's devices (again, after one was written or removed) and keeps the
+    /// count.
+    fn count_devices(&self, user_id: u64) -> Result<usize> {
         let count = self.devices_of(user_id)?.len();
         self.device_counts.borrow_mut().insert(user_id, count);
-        Ok(())
+        Ok(count)
+    }
+
+    fn recount_devices(&self, user_id: u64) -> Result<()> {
+        self.count_devices(user_id).map(drop)
     }
 
     /// A device of the user.

@@ -311,30 +311,24 @@ impl Store {
     /// a user (the check then reads), `device_counts` may miss a count (it is counted
     /// again), `listed_owners` may hold an owner whose list is empty (the check reads).
     fn note_applied(&self, writes: &[Write]) -> Result<()> {
-        let users = ALL_CFS.iter().position(|cf| *cf == CF_USERS);
-        let devices = ALL_CFS.iter().position(|cf| *cf == CF_DEVICES);
-        let lists = [UserList::Blocked, UserList::Contacts]
-            .map(|list| (ALL_CFS.iter().position(|cf| *cf == list.cf()), list));
+        let (users, devices) = (cf_index(CF_USERS), cf_index(CF_DEVICES));
+        let lists = [UserList::Blocked, UserList::Contacts].map(|list| (cf_index(list.cf()), list));
         for w in writes {
-            let cf = Some(w.cf as usize);
             let Some(owner) = keys::u64_at(&w.key, 0) else {
                 continue;
             };
-            let range = Kind::try_from(w.kind) == Ok(Kind::DeleteRange);
-            if cf == users {
-                if range {
-                    return self.load_hot_sets();
-                }
-                if Kind::try_from(w.kind) == Ok(Kind::Delete) {
+            let kind = Kind::try_from(w.kind);
+            if (w.cf == users || w.cf == devices) && kind == Ok(Kind::DeleteRange) {
+                return self.load_hot_sets();
+            }
+            if w.cf == users {
+                if kind == Ok(Kind::Delete) {
                     self.known_users.borrow_mut().remove(&owner);
                 }
-            } else if cf == devices {
-                if range {
-                    return self.load_hot_sets();
-                }
+            } else if w.cf == devices {
                 self.device_counts.borrow_mut().remove(&owner);
-            } else if let Some((_, list)) = lists.iter().find(|(index, _)| cf == *index) {
-                if Kind::try_from(w.kind) == Ok(Kind::Put) {
+            } else if let Some((_, list)) = lists.iter().find(|(cf, _)| w.cf == *cf) {
+                if kind == Ok(Kind::Put) {
                     self.listed_owners.borrow_mut().insert((*list, owner));
                 }
             }
