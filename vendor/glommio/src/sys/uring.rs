@@ -1912,9 +1912,10 @@ impl Reactor {
             }
         }
 
+        // Asked again: after a sleep, the task queues that woke need their timer now.
         if let Some(kept) = kept_latency_timer {
             self.latency_preemption_timeout_src.set(Some(kept));
-        } else if let Some(dur) = preempt {
+        } else if let Some(dur) = preempt_timer() {
             self.latency_preemption_timeout_src.set(Some((
                 lat_ring.prepare_latency_preemption_timer(dur),
                 Some(dur),
