@@ -87,6 +87,9 @@ pub struct ClusterConfig {
     /// Replicas of the buckets when this node creates them; 0 = 3 if the NATS server is
     /// part of a cluster, else 1.
     pub replicas: usize,
+    /// A slot's log is snapshotted (and purged below the snapshot) by its owner once it
+    /// has this many messages after its last snapshot; 0 = never (the log grows forever).
+    pub snapshot_every: u64,
 }
 
 impl Default for ClusterConfig {
@@ -98,6 +101,7 @@ impl Default for ClusterConfig {
             slots: 1024,
             lease_ttl_ms: 3000,
             replicas: 0,
+            snapshot_every: 10_000,
         }
     }
 }

@@ -192,12 +192,14 @@ mod tests {
                 cf: 1,
                 ..Default::default()
             }],
+            snapshot: None,
         };
         let two = SlotWrites {
             writes: vec![Write {
                 cf: 2,
                 ..Default::default()
             }],
+            snapshot: None,
         };
         let mut both = one.encode_to_vec();
         both.extend(two.encode_to_vec());

@@ -50,6 +50,12 @@ pub(crate) struct ClusterMetrics {
     /// Slot log messages and writes replayed by take-overs.
     pub replayed_entries: Counter,
     pub replayed_writes: Counter,
+    /// Slot snapshots published (their logs purged below them), snapshots that failed,
+    /// the snapshots' payload bytes, and the log messages their purges removed.
+    pub snapshots: Counter,
+    pub snapshots_failed: Counter,
+    pub snapshot_bytes: Counter,
+    pub snapshot_purged: Counter,
     /// Take-overs running now: `/health` is not ready meanwhile.
     pub replaying: Gauge,
     /// Stream sequences the running take-overs have still to read, up to their fences.
@@ -236,6 +242,30 @@ impl ClusterMetrics {
             "chatd_cluster_replayed_writes_total",
             "Storage writes applied by take-overs.",
             self.replayed_writes.get(),
+        );
+        counter(
+            out,
+            "chatd_cluster_snapshots_total",
+            "Slot snapshots published; each slot's log was purged below its snapshot.",
+            self.snapshots.get(),
+        );
+        counter(
+            out,
+            "chatd_cluster_snapshots_failed_total",
+            "Slot snapshots that could not be read, published or purged (retried later).",
+            self.snapshots_failed.get(),
+        );
+        counter(
+            out,
+            "chatd_cluster_snapshot_bytes_total",
+            "Payload bytes of the slot snapshots published.",
+            self.snapshot_bytes.get(),
+        );
+        counter(
+            out,
+            "chatd_cluster_snapshot_purged_total",
+            "Slot log messages removed by the purges that followed snapshots.",
+            self.snapshot_purged.get(),
         );
         gauge(
             out,

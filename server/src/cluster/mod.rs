@@ -22,8 +22,8 @@
 //!   before answering what depends on them, fences a deposed owner, and rebuilds a slot
 //!   from its log when it takes the slot over (`replica.rs`).
 //!
-//! What it does not do yet: snapshots (a take-over replays the slot's whole log). See
-//! docs/OPERATIONS.md ("Cluster").
+//! - snapshots each slot's log once it grew by `snapshot_every` messages and purges what
+//!   the snapshot covers (`snapshot.rs`), so a take-over reads a snapshot and a tail.
 //!
 //! The NATS client (async-nats) runs on one tokio current-thread runtime on its own
 //! thread; the rest of the process talks to it over a flume channel and reads its results
@@ -36,6 +36,7 @@ mod plan;
 mod records;
 pub mod rendezvous;
 pub(crate) mod replica;
+mod snapshot;
 mod view;
 
 use std::net::SocketAddr;
@@ -85,6 +86,7 @@ impl ClusterHandle {
             slots: config.slots,
             lease_ttl: Duration::from_millis(config.lease_ttl_ms),
             replicas: config.replicas,
+            snapshot_every: config.snapshot_every,
             listen,
             shards,
         };

@@ -79,6 +79,8 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// This node's shard count, announced in its lease.
     pub shards: usize,
+    /// Messages after a slot's last snapshot that make its owner snapshot it (0: never).
+    pub snapshot_every: u64,
 }
 
 impl Settings {
@@ -404,6 +406,10 @@ impl Node {
             tokio::spawn(super::replica::publish_rounds(
                 log.clone(),
                 self.replica.rounds.clone(),
+            ));
+            tokio::spawn(super::snapshot::snapshot_slots(
+                log.clone(),
+                self.settings.snapshot_every,
             ));
             self.log = Some(log);
         }

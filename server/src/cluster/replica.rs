@@ -13,6 +13,8 @@
 //!   message, no expectation: whatever the previous owner publishes after it is refused),
 //!   read every slot's log up to its fence, hand each shard the writes (it wipes what it
 //!   kept of those slots and applies them), and only then serve the slots.
+//! - Snapshots (`snapshot.rs`) stand in for the part of a slot's log they cover, and
+//!   what they cover is purged; a reader assembles each slot's log with [`SlotLog`].
 //! - A slot whose writes this node committed locally but could not publish is dirty
 //!   ([`ReplicaState`]): refused by placement until the node released it and took it over
 //!   again (the take-over wipes the local copy), so a retried send cannot be acked from
@@ -33,6 +35,7 @@ use futures_lite::StreamExt;
 use prost::Message as _;
 use tokio::task::JoinSet;
 
+use super::snapshot::{in_stream_order, SlotLog};
 use super::ClusterMetrics;
 use crate::metrics::Gauge;
 
@@ -115,6 +118,23 @@ pub struct ReplicaPorts {
     pub state: Arc<ReplicaState>,
 }
 
+/// The snapshot of a slot, for the publishing task to put on its subject between rounds.
+#[derive(Debug)]
+struct SnapshotParts {
+    slot: u32,
+    messages: Vec<Bytes>,
+    done: flume::Sender<Result<(), String>>,
+}
+
+/// Where the log of a slot this node serves stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tip {
+    /// The sequence of the slot's last message.
+    pub last: u64,
+    /// The slot's messages after its newest snapshot.
+    pub since_snapshot: u64,
+}
+
 /// The stream of slot logs, and the last sequence of each slot this node serves.
 #[derive(Debug)]
 pub struct Log {
@@ -123,12 +143,14 @@ pub struct Log {
     name: String,
     /// Set by a take-over, advanced by every publish, dropped when the slot is fenced
     /// or released.
-    last: Mutex<HashMap<u32, u64>>,
+    tips: Mutex<HashMap<u32, Tip>>,
+    /// Snapshots waiting for the publishing task: a slot's messages go out one at a time.
+    snapshots: (flume::Sender<SnapshotParts>, flume::Receiver<SnapshotParts>),
     /// Message ids: unique per process (a random prefix), so JetStream's duplicate
     /// window only ever folds a retry of the same message.
     id_prefix: String,
     next_id: AtomicU64,
-    metrics: Arc<ClusterMetrics>,
+    pub(super) metrics: Arc<ClusterMetrics>,
 }
 
 impl Log {
@@ -157,7 +179,8 @@ impl Log {
             js,
             stream,
             name: name.to_string(),
-            last: Mutex::default(),
+            tips: Mutex::default(),
+            snapshots: flume::unbounded(),
             id_prefix: format!("{:016x}", rand::random::<u64>()),
             next_id: AtomicU64::new(1),
             metrics,
@@ -168,18 +191,71 @@ impl Log {
         format!("{}.writes.{slot}", self.name)
     }
 
-    fn last(&self) -> std::sync::MutexGuard<'_, HashMap<u32, u64>> {
-        self.last.lock().unwrap_or_else(|e| e.into_inner())
+    fn tips(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Tip>> {
+        self.tips.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The slot is no longer served here: its next take-over reads its log again.
     pub fn forget(&self, slot: u32) {
-        self.last().remove(&slot);
+        self.tips().remove(&slot);
+    }
+
+    /// Where the log of `slot` stands, if this node serves it.
+    pub fn tip(&self, slot: u32) -> Option<Tip> {
+        self.tips().get(&slot).copied()
+    }
+
+    /// The slots served here with at least `every` messages after their newest snapshot.
+    pub fn grown_since_snapshot(&self, every: u64) -> Vec<u32> {
+        let mut due: Vec<u32> = self
+            .tips()
+            .iter()
+            .filter(|(_, tip)| tip.since_snapshot >= every)
+            .map(|(slot, _)| *slot)
+            .collect();
+        due.sort_unstable();
+        due
+    }
+
+    /// A snapshot of `slot` taken when it had `folded` messages after the one before is
+    /// in: what came since counts toward the next.
+    pub fn snapshotted(&self, slot: u32, folded: u64) {
+        if let Some(tip) = self.tips().get_mut(&slot) {
+            tip.since_snapshot = tip.since_snapshot.saturating_sub(folded);
+        }
+    }
+
+    /// Publishes a snapshot's `messages` on `slot`'s subject, in order, through the
+    /// publishing task (which sends each slot's messages one at a time).
+    pub async fn publish_snapshot(&self, slot: u32, messages: Vec<Bytes>) -> Result<(), String> {
+        let (done, answer) = flume::bounded(1);
+        let parts = SnapshotParts {
+            slot,
+            messages,
+            done,
+        };
+        let stopped = || "the publishing task stopped".to_string();
+        self.snapshots.0.send(parts).map_err(|_| stopped())?;
+        answer.recv_async().await.map_err(|_| stopped())?
+    }
+
+    /// Removes `slot`'s messages below stream sequence `below`; how many went.
+    pub async fn purge_below(&self, slot: u32, below: u64) -> Result<u64, String> {
+        let purge = self
+            .stream
+            .purge()
+            .filter(self.subject(slot))
+            .sequence(below);
+        let purged = tokio::time::timeout(REQUEST_TIMEOUT, async { purge.await })
+            .await
+            .map_err(|_| format!("purging slot {slot}: no answer from JetStream"))?
+            .map_err(|e| format!("purging slot {slot}: {e}"))?;
+        Ok(purged.purged)
     }
 
     /// Publishes `payload` to `slot`'s log after the last message this node knows there.
     async fn publish(&self, slot: u32, payload: Bytes) -> Result<(), String> {
-        let Some(expected) = self.last().get(&slot).copied() else {
+        let Some(expected) = self.tip(slot).map(|tip| tip.last) else {
             return Err(format!("slot {slot} is not taken over here"));
         };
         let id = format!(
@@ -199,7 +275,10 @@ impl Log {
             };
             let why = match tokio::time::timeout(REQUEST_TIMEOUT, attempt).await {
                 Ok(Ok(ack)) => {
-                    self.last().insert(slot, ack.sequence);
+                    if let Some(tip) = self.tips().get_mut(&slot) {
+                        tip.last = ack.sequence;
+                        tip.since_snapshot += 1;
+                    }
                     self.metrics.replica_messages.inc();
                     self.metrics.replica_bytes.add(payload.len() as u64);
                     return Ok(());
@@ -234,25 +313,60 @@ impl Log {
         }
         Ok(())
     }
+
+    /// Publishes a slot's rounds, then the snapshots queued for it, each message alone.
+    async fn publish_slot(
+        &self,
+        slot: u32,
+        parts: Vec<Bytes>,
+        snapshots: Vec<SnapshotParts>,
+    ) -> Result<(), String> {
+        let rounds = self.publish_parts(slot, parts).await;
+        for snapshot in snapshots {
+            let mut result = rounds.clone();
+            for message in snapshot.messages {
+                if result.is_err() {
+                    break;
+                }
+                result = self.publish(slot, message).await;
+            }
+            let _ = snapshot.done.send(result);
+        }
+        rounds
+    }
 }
 
 /// Publishes the shards' rounds until their side closes. Everything queued when a batch
 /// starts goes out together, each slot's parts merged; the next batch waits for it (a
 /// slot's next message needs the sequence of its last).
+/// Snapshots queued meanwhile go out after their slots' rounds of the same batch.
 pub async fn publish_rounds(log: Arc<Log>, rounds: flume::Receiver<Round>) {
-    while let Ok(first) = rounds.recv_async().await {
-        let mut batch = vec![first];
+    loop {
+        let mut batch = Vec::new();
+        let mut snapshots = Vec::new();
+        tokio::select! {
+            round = rounds.recv_async() => match round {
+                Ok(round) => batch.push(round),
+                Err(_) => return,
+            },
+            // Never closed: the log holds a sender.
+            Ok(snapshot) = log.snapshots.1.recv_async() => snapshots.push(snapshot),
+        }
         batch.extend(rounds.drain());
-        let mut by_slot: BTreeMap<u32, Vec<Bytes>> = BTreeMap::new();
+        snapshots.extend(log.snapshots.1.drain());
+        let mut by_slot: BTreeMap<u32, (Vec<Bytes>, Vec<SnapshotParts>)> = BTreeMap::new();
         for round in &batch {
             for (slot, part) in &round.parts {
-                by_slot.entry(*slot).or_default().push(part.clone());
+                by_slot.entry(*slot).or_default().0.push(part.clone());
             }
         }
+        for snapshot in snapshots {
+            by_slot.entry(snapshot.slot).or_default().1.push(snapshot);
+        }
         let mut publishes = JoinSet::new();
-        for (slot, parts) in by_slot {
+        for (slot, (parts, snapshots)) in by_slot {
             let log = log.clone();
-            publishes.spawn(async move { (slot, log.publish_parts(slot, parts).await) });
+            publishes.spawn(async move { (slot, log.publish_slot(slot, parts, snapshots).await) });
         }
         let mut failed: HashMap<u32, String> = HashMap::new();
         while let Some(done) = publishes.join_next().await {
@@ -263,6 +377,9 @@ pub async fn publish_rounds(log: Arc<Log>, rounds: flume::Receiver<Round>) {
                 }
                 Err(e) => tracing::error!("a publish task failed: {e}"),
             }
+        }
+        if batch.is_empty() {
+            continue;
         }
         log.metrics.replica_rounds.add(batch.len() as u64);
         for round in batch {
@@ -316,7 +433,21 @@ pub async fn take_over(
     }
     // Our fences are the last messages these slots will have until we serve them.
     let until = fenced_at.values().copied().max().unwrap_or(0);
-    let (writes, entries) = read_logs(log, slots, until).await?;
+    let (logs, entries) = read_logs(log, slots, until, Some(&log.metrics.replay_lag)).await?;
+    let tips: Vec<(u32, Tip)> = fenced_at
+        .iter()
+        .map(|(&slot, &last)| {
+            let since_snapshot = logs.get(&slot).map_or(0, SlotLog::since_snapshot);
+            (
+                slot,
+                Tip {
+                    last,
+                    since_snapshot,
+                },
+            )
+        })
+        .collect();
+    let writes = in_stream_order(logs);
     let read_ms = started.elapsed().as_millis() as u64;
     let writes = Arc::new(writes);
     let slots_arc = Arc::new(slots.clone());
@@ -341,7 +472,7 @@ pub async fn take_over(
             .await
             .map_err(|_| "a shard stopped".to_string())??;
     }
-    log.last().extend(fenced_at);
+    log.tips().extend(tips);
     log.metrics.replayed_entries.add(entries);
     log.metrics.replayed_writes.add(writes.len() as u64);
     tracing::info!(
@@ -375,16 +506,18 @@ impl Drop for LagShare<'_> {
     }
 }
 
-/// Every write in the logs of `slots`, in stream order, up to stream sequence `until`
-/// (the last of their fences), and how many of their messages held them. One pull
+/// The logs of `slots` up to stream sequence `until` (for a take-over, the last of their
+/// fences), and how many of their messages were read; `lag` (a take-over's) shows how
+/// far the read is from `until`. One pull
 /// consumer without acks, read in large batches that do not wait. Filtering on hundreds
 /// of subjects was several times slower in JetStream than reading everything and keeping
 /// the slots' messages here; for a few slots the filter wins.
-async fn read_logs(
+pub(super) async fn read_logs(
     log: &Log,
     slots: &BTreeSet<u32>,
     until: u64,
-) -> Result<(Vec<Write>, u64), String> {
+    lag: Option<&Gauge>,
+) -> Result<(BTreeMap<u32, SlotLog>, u64), String> {
     // A few slots: JetStream's subject index finds their messages. Many: one pass over
     // the whole stream is cheaper than filtering on hundreds of subjects.
     let (filter_subject, filter_subjects) = if slots.len() <= FILTERED_SLOTS {
@@ -407,10 +540,11 @@ async fn read_logs(
         .await
         .map_err(|_| "replaying: no answer from JetStream".to_string())?
         .map_err(|e| failed(&e))?;
-    let mut writes = Vec::new();
+    let mut logs: BTreeMap<u32, SlotLog> = BTreeMap::new();
     let mut entries = 0;
+    let unshown = Gauge::default();
     let mut lag = LagShare {
-        gauge: &log.metrics.replay_lag,
+        gauge: lag.unwrap_or(&unshown),
         held: 0,
     };
     loop {
@@ -435,14 +569,14 @@ async fn read_logs(
                 .rsplit('.')
                 .next()
                 .and_then(|s| s.parse::<u32>().ok());
-            if slot.is_some_and(|s| slots.contains(&s)) {
+            if let Some(slot) = slot.filter(|s| slots.contains(s)) {
                 let decoded = SlotWrites::decode(&message.payload[..])
                     .map_err(|e| format!("replaying {}: {e}", message.subject))?;
                 entries += 1;
-                writes.extend(decoded.writes);
+                logs.entry(slot).or_default().add(sequence, decoded);
             }
             if sequence >= until {
-                return Ok((writes, entries));
+                return Ok((logs, entries));
             }
         }
         if got == 0 {

@@ -153,7 +153,7 @@ impl Node {
     }
 
     /// A node whose `--config` file holds `toml`.
-    fn start_with(name: &str, nats: &Nats, toml: &str) -> Self {
+    pub(crate) fn start_with(name: &str, nats: &Nats, toml: &str) -> Self {
         Self::start_args(name, nats, toml, &[])
     }
 

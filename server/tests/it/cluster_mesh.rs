@@ -28,7 +28,12 @@ pub(crate) fn name_homed_on(prefix: &str, node: &str) -> String {
 
 /// Node a, then b and c with a's certificate: one CA file works against every node.
 pub(crate) fn start_cluster(nats: &Nats) -> (Vec<Node>, PathBuf) {
-    let a = Node::start("a", nats);
+    start_cluster_with(nats, "")
+}
+
+/// [`start_cluster`] with every node's `--config` file holding `toml`.
+pub(crate) fn start_cluster_with(nats: &Nats, toml: &str) -> (Vec<Node>, PathBuf) {
+    let a = Node::start_with("a", nats, toml);
     let tls = a.dir.path().join("tls");
     let deadline = Instant::now() + Duration::from_secs(30);
     while !tls.join("server.key").exists() || !tls.join("ca.pem").exists() {
@@ -44,8 +49,8 @@ pub(crate) fn start_cluster(nats: &Nats) -> (Vec<Node>, PathBuf) {
         "--tls-key",
         key.to_str().unwrap(),
     ];
-    let b = Node::start_args("b", nats, "", &args);
-    let c = Node::start_args("c", nats, "", &args);
+    let b = Node::start_args("b", nats, toml, &args);
+    let c = Node::start_args("c", nats, toml, &args);
     let nodes = vec![a, b, c];
     let refs: Vec<&Node> = nodes.iter().collect();
     wait_for(Duration::from_secs(90), &refs, || {

@@ -1,21 +1,49 @@
 //! Replication: what a node acknowledged is in its slots' logs, so killing it loses none of
-//! it; the nodes that take its slots over rebuild them from the logs. Three nats-server
-//! processes and three chatd nodes, as in `cluster_mesh.rs`.
+//! it; the nodes that take its slots over rebuild them from the logs (snapshots and the
+//! tails after them: these tests snapshot a slot every few messages, so the logs they
+//! rebuild from have been purged below their snapshots). Three nats-server processes and
+//! three chatd nodes, as in `cluster_mesh.rs`.
 
 use std::time::{Duration, Instant};
 
 use chat_client::{pb, Connection};
 
 use crate::cluster::{converged, nats_server, nodes_agree, wait_for, Nats, Node, ONE_AT_A_TIME};
-use crate::cluster_mesh::{name_homed_on, register_and_login, retrying, start_cluster};
+use crate::cluster_mesh::{
+    name_homed_on, register_and_login, retrying, start_cluster, start_cluster_with,
+};
 use crate::support::{next_message, password};
+
+/// Snapshots every few messages of a slot's log, where the default waits for 10 000.
+const SNAPSHOT_OFTEN: &str = "[cluster]\nsnapshot_every = 5\n";
+
+/// The sum of `metric` over `nodes`.
+fn total(nodes: &[&Node], metric: &str) -> f64 {
+    nodes.iter().map(|n| n.metric(metric).unwrap_or(0.0)).sum()
+}
+
+/// Waits up to 15 s for `nodes` to have purged slot log messages below a snapshot.
+fn wait_for_purges(nodes: &[&Node]) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let purged = total(nodes, "chatd_cluster_snapshot_purged_total");
+        if purged > 0.0 {
+            return purged;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no snapshot purged a log in 15 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
 
 #[test]
 fn acked_messages_survive_a_kill_9_of_the_node_that_stored_them() {
     let Some(binary) = nats_server() else { return };
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let nats = Nats::start(&binary, 3);
-    let (mut nodes, ca) = start_cluster(&nats);
+    let (mut nodes, ca) = start_cluster_with(&nats, SNAPSHOT_OFTEN);
 
     // Bob's account, inbox and history live on b; he signs up through a and goes offline.
     let (alice_name, bob_name) = (name_homed_on("alice", "c"), name_homed_on("bob", "b"));
@@ -38,6 +66,9 @@ fn acked_messages_survive_a_kill_9_of_the_node_that_stored_them() {
     }
     let published = nodes[1].metric("chatd_cluster_replica_rounds_total");
     assert!(published.unwrap_or(0.0) > 0.0, "b published {published:?}");
+    // b snapshots Bob's slot and purges its log below: the take-over must use the snapshot.
+    let purged = wait_for_purges(&[&nodes[1]]);
+    println!("b purged {purged} log messages below its snapshots");
 
     let killed = Instant::now();
     nodes[1].kill_9();
@@ -227,7 +258,7 @@ fn a_rolling_restart_under_traffic_loses_reorders_and_duplicates_nothing_acked()
     let Some(binary) = nats_server() else { return };
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let nats = Nats::start(&binary, 3);
-    let (mut nodes, ca) = start_cluster(&nats);
+    let (mut nodes, ca) = start_cluster_with(&nats, SNAPSHOT_OFTEN);
     let servers: Vec<String> = nodes.iter().map(|n| n.listen.clone()).collect();
 
     // Six senders, each writing to a receiver who stays offline: every message waits in
@@ -277,6 +308,10 @@ fn a_rolling_restart_under_traffic_loses_reorders_and_duplicates_nothing_acked()
         .collect();
 
     std::thread::sleep(Duration::from_secs(2));
+    // The restarts' take-overs read snapshots (and the snapshots of slots taken over
+    // fold an earlier snapshot and its tail).
+    let refs: Vec<&Node> = nodes.iter().collect();
+    wait_for_purges(&refs);
     for i in 0..nodes.len() {
         nodes[i].restart();
         let refs: Vec<&Node> = nodes.iter().collect();

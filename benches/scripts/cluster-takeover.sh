@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# What a take-over reads, with and without snapshots: three NATS servers (JetStream, R3)
+# and three chatd nodes on loopback with `cluster.snapshot_every = EVERY`, chat-loadgen at
+# RATE msg/s for SECS seconds spread over the nodes, then `kill -9` of the third node; prints
+# the stream's size before the kill and the survivors' take-over log lines.
+#   benches/scripts/cluster-takeover.sh EVERY RATE SECS [USERS]
+# Needs release builds of chatd and chat-loadgen in $CARGO_TARGET_DIR (or target/) and a
+# nats-server 2.10+ in $CHATD_NATS_SERVER (./dev exports it) or on PATH. Ports 4322-4324,
+# 6322-6324, 8322-8324 (NATS), 7543-7545 (chatd), 9564-9566 (metrics).
+set -euo pipefail
+every=${1:?EVERY}; rate=${2:?RATE}; secs=${3:?SECS}; users=${4:-2000}
+bin="${CARGO_TARGET_DIR:-target}/release"
+nats="${CHATD_NATS_SERVER:-nats-server}"
+dir=$(mktemp -d /tmp/chatd-takeover.XXXXXX)
+pids=()
+cleanup() { kill -9 "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
+trap cleanup EXIT
+routes=""; urls=""
+for i in 1 2 3; do routes="${routes:+$routes,}nats://127.0.0.1:$((6321 + i))"; done
+for i in 1 2 3; do
+    mkdir -p "$dir/nats-$i"
+    "$nats" -a 127.0.0.1 -p $((4321 + i)) -m $((8321 + i)) -n "nats-$i" -js -sd "$dir/nats-$i" \
+        --cluster_name takeover --cluster "nats://127.0.0.1:$((6321 + i))" --routes "$routes" \
+        -l "$dir/nats-$i.log" &
+    pids+=($!)
+    urls="${urls:+$urls,}nats://127.0.0.1:$((4321 + i))"
+done
+printf '[cluster]\nsnapshot_every = %s\n' "$every" >"$dir/chatd.toml"
+for i in 1 2 3; do
+    tls=()
+    if [ "$i" -gt 1 ]; then
+        while [ ! -f "$dir/node-1/tls/server.key" ]; do sleep 0.2; done
+        sleep 0.2
+        tls=(--tls-cert "$dir/node-1/tls/server.pem" --tls-key "$dir/node-1/tls/server.key")
+    fi
+    "$bin/chatd" --config "$dir/chatd.toml" --data-dir "$dir/node-$i" \
+        --listen "127.0.0.1:$((7542 + i))" --metrics-listen "127.0.0.1:$((9563 + i))" \
+        --shards 1 --no-pin --nats "$urls" --node "node-$i" "${tls[@]}" \
+        >"$dir/node-$i.log" 2>&1 &
+    pids+=($!)
+done
+for i in 1 2 3; do
+    until curl -sf "127.0.0.1:$((9563 + i))/health" >/dev/null; do sleep 0.5; done
+done
+servers="127.0.0.1:7543,127.0.0.1:7544,127.0.0.1:7545"
+"$bin/chat-loadgen" --server "$servers" --ca "$dir/node-1/tls/ca.pem" --users "$users" \
+    --rate "$rate" --duration "$secs" --tokens "$dir/tokens" | tail -n 4
+stream() {
+    curl -s "127.0.0.1:8322/jsz?accounts=true&streams=true" |
+        python3 -c 'import json,sys
+for a in json.load(sys.stdin).get("account_details", []):
+    for s in a.get("stream_detail", []):
+        if s["name"] == "chatd_writes":
+            st = s["state"]; print("stream chatd_writes:", st["messages"], "messages,", st["bytes"], "bytes")'
+}
+sleep 3 # a snapshot round or two
+stream
+for i in 1 2 3; do
+    printf 'node-%s: ' "$i"
+    curl -s "127.0.0.1:$((9563 + i))/metrics" | grep -E '^chatd_cluster_snapshot(s|_purged)_total' | tr '\n' ' '
+    echo
+done
+lines=()
+for i in 1 2; do lines+=("$(wc -l <"$dir/node-$i.log")"); done
+start=$(date +%s.%N)
+kill -9 "${pids[5]}"
+for i in 1 2; do
+    until [ "$(curl -s "127.0.0.1:$((9563 + i))/metrics" | awk '/^chatd_cluster_slots_owned /{print $2}')" -gt 0 ] &&
+        curl -sf "127.0.0.1:$((9563 + i))/health" >/dev/null &&
+        [ "$(curl -s "127.0.0.1:$((9563 + i))/metrics" | awk '/^chatd_cluster_slots_unowned /{print $2}')" = 0 ]; do
+        sleep 0.1
+    done
+done
+echo "survivors hold every slot $(echo "$(date +%s.%N) - $start" | bc) s after the kill"
+for i in 1 2; do
+    tail -n +"$((lines[i - 1] + 1))" "$dir/node-$i.log" | grep "took slots over" | sed "s/^/node-$i: /"
+done
