@@ -15,6 +15,7 @@ dir=$(mktemp -d /tmp/chatd-takeover.XXXXXX)
 pids=()
 cleanup() { kill -9 "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
 trap cleanup EXIT
+echo "data: $dir"
 routes=""; urls=""
 for i in 1 2 3; do routes="${routes:+$routes,}nats://127.0.0.1:$((6321 + i))"; done
 for i in 1 2 3; do
@@ -39,12 +40,19 @@ for i in 1 2 3; do
         >"$dir/node-$i.log" 2>&1 &
     pids+=($!)
 done
+metric() { curl -s "127.0.0.1:$((9563 + $1))/metrics" | awk -v m="$2" '$1 == m { print $2 }'; }
 for i in 1 2 3; do
     until curl -sf "127.0.0.1:$((9563 + i))/health" >/dev/null; do sleep 0.5; done
 done
+# Settled: the three own every slot between them.
+until [ "$(( $(metric 1 chatd_cluster_slots_owned) + $(metric 2 chatd_cluster_slots_owned) + \
+    $(metric 3 chatd_cluster_slots_owned) ))" = "$(metric 1 chatd_cluster_slots)" ]; do
+    sleep 0.2
+done
+sleep 1
 servers="127.0.0.1:7543,127.0.0.1:7544,127.0.0.1:7545"
 "$bin/chat-loadgen" --server "$servers" --ca "$dir/node-1/tls/ca.pem" --users "$users" \
-    --rate "$rate" --duration "$secs" --tokens "$dir/tokens" | tail -n 4
+    --rate "$rate" --duration "$secs" --tokens "$dir/tokens" | tail -n 7
 stream() {
     curl -s "127.0.0.1:8322/jsz?accounts=true&streams=true" |
         python3 -c 'import json,sys
@@ -64,14 +72,14 @@ lines=()
 for i in 1 2; do lines+=("$(wc -l <"$dir/node-$i.log")"); done
 start=$(date +%s.%N)
 kill -9 "${pids[5]}"
-for i in 1 2; do
-    until [ "$(curl -s "127.0.0.1:$((9563 + i))/metrics" | awk '/^chatd_cluster_slots_owned /{print $2}')" -gt 0 ] &&
-        curl -sf "127.0.0.1:$((9563 + i))/health" >/dev/null &&
-        [ "$(curl -s "127.0.0.1:$((9563 + i))/metrics" | awk '/^chatd_cluster_slots_unowned /{print $2}')" = 0 ]; do
-        sleep 0.1
-    done
+wait "${pids[5]}" 2>/dev/null || true
+# Settled: the two survivors own all slots between them and both are ready.
+until [ "$(( $(metric 1 chatd_cluster_slots_owned) + $(metric 2 chatd_cluster_slots_owned) ))" = \
+    "$(metric 1 chatd_cluster_slots)" ] && curl -sf 127.0.0.1:9564/health >/dev/null &&
+    curl -sf 127.0.0.1:9565/health >/dev/null; do
+    sleep 0.1
 done
 echo "survivors hold every slot $(echo "$(date +%s.%N) - $start" | bc) s after the kill"
 for i in 1 2; do
-    tail -n +"$((lines[i - 1] + 1))" "$dir/node-$i.log" | grep "took slots over" | sed "s/^/node-$i: /"
+    tail -n +"$((lines[i - 1] + 1))" "$dir/node-$i.log" | grep "took slots over" | sed -e "s/\x1b\[[0-9;]*m//g" -e "s/^/node-$i: /"
 done

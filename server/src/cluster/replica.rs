@@ -533,6 +533,10 @@ pub(super) async fn read_logs(
         filter_subjects,
         ack_policy: AckPolicy::None,
         inactive_threshold: Duration::from_secs(30),
+        // One replica in memory: a replicated consumer costs a Raft group per read, which
+        // at a snapshot every few seconds stalled the stream's own publishes (ack p50 10x).
+        num_replicas: 1,
+        memory_storage: true,
         ..Default::default()
     };
     let failed = |e: &dyn std::fmt::Display| format!("replaying: {e}");
@@ -540,6 +544,23 @@ pub(super) async fn read_logs(
         .await
         .map_err(|_| "replaying: no answer from JetStream".to_string())?
         .map_err(|e| failed(&e))?;
+    let read = read_consumer(&consumer, slots, until, lag).await;
+    // Gone now rather than after its inactivity threshold.
+    let (stream, name) = (log.stream.clone(), consumer.cached_info().name.clone());
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(REQUEST_TIMEOUT, stream.delete_consumer(&name)).await;
+    });
+    read
+}
+
+/// [`read_logs`]'s reading, through `consumer`.
+async fn read_consumer(
+    consumer: &async_nats::jetstream::consumer::Consumer<pull::Config>,
+    slots: &BTreeSet<u32>,
+    until: u64,
+    lag: Option<&Gauge>,
+) -> Result<(BTreeMap<u32, SlotLog>, u64), String> {
+    let failed = |e: &dyn std::fmt::Display| format!("replaying: {e}");
     let mut logs: BTreeMap<u32, SlotLog> = BTreeMap::new();
     let mut entries = 0;
     let unshown = Gauge::default();

@@ -194,6 +194,7 @@ async fn snapshot(log: &Log, slot: u32) -> Result<(), String> {
     let covers = tip.last;
     let (mut logs, _) = read_logs(log, &BTreeSet::from([slot]), covers, None).await?;
     let slot_log = logs.remove(&slot).unwrap_or_default();
+    let read_ms = started.elapsed().as_millis() as u64;
     let messages = tokio::task::spawn_blocking(move || {
         let writes = in_stream_order(BTreeMap::from([(slot, slot_log)]));
         snapshot_messages(fold(writes), covers, MAX_MESSAGE_BYTES)
@@ -202,7 +203,9 @@ async fn snapshot(log: &Log, slot: u32) -> Result<(), String> {
     .map_err(|e| format!("folding the log: {e}"))?;
     let parts = messages.len();
     let bytes: usize = messages.iter().map(Bytes::len).sum();
+    let fold_ms = started.elapsed().as_millis() as u64 - read_ms;
     log.publish_snapshot(slot, messages).await?;
+    let published_ms = started.elapsed().as_millis() as u64;
     let purged = log.purge_below(slot, covers + 1).await?;
     // The parts were counted as the slot's messages too.
     log.snapshotted(slot, tip.since_snapshot + parts as u64);
@@ -215,6 +218,9 @@ async fn snapshot(log: &Log, slot: u32) -> Result<(), String> {
         parts,
         bytes,
         purged,
+        read_ms,
+        fold_ms,
+        published_ms,
         ms = started.elapsed().as_millis() as u64,
         "snapshotted a slot"
     );
