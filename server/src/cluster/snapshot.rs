@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chat_protocol::replica::{write::Kind, SlotWrites, Snapshot, Write};
+use chat_storage::replica::{owner_of, Owner};
 use prost::Message as _;
 
 use super::replica::{read_logs, Log, MAX_MESSAGE_BYTES};
@@ -96,16 +97,24 @@ pub fn in_stream_order(logs: BTreeMap<u32, SlotLog>) -> Vec<Write> {
     all.into_iter().flat_map(|(_, _, w)| w).collect()
 }
 
-/// What applying `writes` in order to an empty store leaves, as puts in key order.
+/// What applying `writes` in order to an empty store leaves, as puts in key order, and
+/// the deletes of the keys a take-over does not wipe (a shard's copies of group entries,
+/// which other slots' members may share): a take-over replaces everything else of the
+/// slot, so a key missing from the snapshot is gone, but such a copy has to be deleted.
 pub fn fold(writes: impl IntoIterator<Item = Write>) -> Vec<Write> {
-    let mut state: BTreeMap<(u32, Bytes), Bytes> = BTreeMap::new();
+    // `None`: a delete kept as such.
+    let mut state: BTreeMap<(u32, Bytes), Option<Bytes>> = BTreeMap::new();
     for w in writes {
         match Kind::try_from(w.kind) {
             Ok(Kind::Put) => {
-                state.insert((w.cf, w.key), w.value);
+                state.insert((w.cf, w.key), Some(w.value));
             }
             Ok(Kind::Delete) => {
-                state.remove(&(w.cf, w.key));
+                if matches!(owner_of(&w), Owner::GroupCopy(..)) {
+                    state.insert((w.cf, w.key), None);
+                } else {
+                    state.remove(&(w.cf, w.key));
+                }
             }
             Ok(Kind::DeleteRange) => {
                 if w.key < w.value {
@@ -124,21 +133,29 @@ pub fn fold(writes: impl IntoIterator<Item = Write>) -> Vec<Write> {
     }
     state
         .into_iter()
-        .map(|((cf, key), value)| Write {
-            kind: Kind::Put as i32,
-            cf,
-            key,
-            value,
+        .map(|((cf, key), value)| match value {
+            Some(value) => Write {
+                kind: Kind::Put as i32,
+                cf,
+                key,
+                value,
+            },
+            None => Write {
+                kind: Kind::Delete as i32,
+                cf,
+                key,
+                value: Bytes::new(),
+            },
         })
         .collect()
 }
 
-/// The messages of a snapshot of `puts` covering `covers`, each at most `max_bytes` (one
+/// The messages of a snapshot of `writes` covering `covers`, each at most `max_bytes` (one
 /// write larger than that goes alone); an empty slot is one empty part.
-pub fn snapshot_messages(puts: Vec<Write>, covers: u64, max_bytes: usize) -> Vec<Bytes> {
+pub fn snapshot_messages(writes: Vec<Write>, covers: u64, max_bytes: usize) -> Vec<Bytes> {
     let mut chunks: Vec<Vec<Write>> = vec![Vec::new()];
     let mut size = 0;
-    for w in puts {
+    for w in writes {
         let len = w.encoded_len() + 8;
         if size > 0 && size + len > max_bytes {
             chunks.push(Vec::new());
@@ -302,6 +319,41 @@ mod tests {
         );
         assert_eq!(folded[0].value, Bytes::from_static(b"5"));
         assert!(folded.iter().all(|w| w.kind == Kind::Put as i32));
+    }
+
+    #[test]
+    fn a_fold_keeps_the_deletes_of_group_entry_copies_which_take_overs_do_not_wipe() {
+        let key = Bytes::from([7u8; 16].to_vec());
+        let copies = (0..64)
+            .find(|&cf| {
+                let w = Write {
+                    kind: Kind::Delete as i32,
+                    cf,
+                    key: key.clone(),
+                    value: Bytes::new(),
+                };
+                matches!(owner_of(&w), Owner::GroupCopy(..))
+            })
+            .expect("a family of group entry copies");
+        let copy = |kind: Kind| Write {
+            kind: kind as i32,
+            cf: copies,
+            key: key.clone(),
+            value: Bytes::from_static(b"entry"),
+        };
+        let folded = fold(vec![
+            copy(Kind::Put),
+            copy(Kind::Delete),
+            put("a", "1"),
+            delete("a"),
+        ]);
+        assert_eq!(folded.len(), 1, "{folded:?}");
+        assert_eq!(
+            (folded[0].kind, folded[0].cf, &folded[0].key),
+            (Kind::Delete as i32, copies, &key)
+        );
+        let again = fold(vec![copy(Kind::Delete), copy(Kind::Put)]);
+        assert_eq!(again[0].kind, Kind::Put as i32);
     }
 
     #[test]
