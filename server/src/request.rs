@@ -228,7 +228,7 @@ pub struct Attachment {
 }
 
 /// The other side of a conversation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Conversation {
     User(u64),
     Group(u64),

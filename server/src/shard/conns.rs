@@ -26,9 +26,58 @@ pub struct ConnEntry {
     /// The shard its Login or Resume went to, which holds the session (a cluster moves
     /// users' slots between nodes: see `Shard::close_moved_sessions`).
     pub home: Cell<usize>,
-    /// In a cluster, this connection's sends not answered yet: request id -> the
-    /// conversation and the shard the send went to (see `Shard::keeps_send_order`).
-    pub sends: RefCell<HashMap<u64, (Conversation, usize)>>,
+    /// In a cluster, this connection's sends not answered yet (see
+    /// `Shard::keeps_send_order`).
+    pub sends: RefCell<UnansweredSends>,
+}
+
+/// A connection's sends not answered yet, and the shard each conversation's went to: a
+/// send is checked and recorded in constant time however many are in flight (a client
+/// may pipeline thousands within its rate limit).
+#[derive(Debug, Default)]
+pub struct UnansweredSends {
+    by_request: HashMap<u64, Conversation>,
+    /// Per conversation: the shard its unanswered sends went to, and how many there are.
+    by_conversation: HashMap<Conversation, (usize, usize)>,
+}
+
+impl UnansweredSends {
+    /// Records send `request_id` of `conversation` going to shard `dest`, unless an
+    /// unanswered send of the same conversation went to another shard.
+    pub fn admit(&mut self, request_id: u64, conversation: Conversation, dest: usize) -> bool {
+        match self.by_conversation.get_mut(&conversation) {
+            Some((to, _)) if *to != dest => return false,
+            Some((_, count)) => *count += 1,
+            None => {
+                self.by_conversation.insert(conversation, (dest, 1));
+            }
+        }
+        // A request id used again before its answer: the newer send takes its place.
+        if let Some(earlier) = self.by_request.insert(request_id, conversation) {
+            self.release(earlier);
+        }
+        true
+    }
+
+    /// Send `request_id` was answered; whether it was one of these.
+    pub fn answered(&mut self, request_id: u64) -> bool {
+        match self.by_request.remove(&request_id) {
+            Some(conversation) => {
+                self.release(conversation);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn release(&mut self, conversation: Conversation) {
+        if let Some((_, count)) = self.by_conversation.get_mut(&conversation) {
+            *count -= 1;
+            if *count == 0 {
+                self.by_conversation.remove(&conversation);
+            }
+        }
+    }
 }
 
 impl ConnEntry {
@@ -151,7 +200,7 @@ impl Shard {
         };
         if self.replica.is_some()
             && env.request_id != 0
-            && entry.sends.borrow_mut().remove(&env.request_id).is_some()
+            && entry.sends.borrow_mut().answered(env.request_id)
             && is_unavailable(env)
         {
             // A send that failed this way: later ones must not overtake its resend.
@@ -222,12 +271,10 @@ impl Shard {
             Request::SendGroup(send) => Conversation::Group(send.group_id),
             _ => return true,
         };
-        let mut sends = entry.sends.borrow_mut();
-        if sends.values().any(|&(c, d)| c == conversation && d != dest) {
-            return false;
-        }
-        sends.insert(reply.request_id, (conversation, dest));
-        true
+        entry
+            .sends
+            .borrow_mut()
+            .admit(reply.request_id, conversation, dest)
     }
 
     /// Answers a request. In a cluster, an answer given after a write made directly (not
@@ -468,4 +515,39 @@ impl Shard {
 
 fn is_unavailable(env: &Envelope) -> bool {
     matches!(&env.body, Some(Body::Error(e)) if e.code == ErrorCode::Unavailable as i32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_conversation_keeps_its_shard_while_any_of_its_sends_is_unanswered() {
+        let (alice, team) = (Conversation::User(7), Conversation::Group(9));
+        let mut sends = UnansweredSends::default();
+        assert!(sends.admit(1, alice, 0));
+        assert!(sends.admit(2, alice, 0));
+        assert!(
+            sends.admit(3, team, 1),
+            "another conversation goes where it goes"
+        );
+        assert!(
+            !sends.admit(4, alice, 1),
+            "alice's node changed under 1 and 2"
+        );
+        assert!(sends.answered(1));
+        assert!(!sends.admit(5, alice, 1), "2 is still unanswered");
+        assert!(sends.answered(2));
+        assert!(!sends.answered(2), "answered once");
+        assert!(!sends.answered(4), "refused sends are not recorded");
+        assert!(
+            sends.admit(6, alice, 1),
+            "none unanswered: the new shard is fine"
+        );
+        // A request id used again: the newer send replaces the older one.
+        assert!(sends.admit(3, alice, 1));
+        assert!(sends.admit(7, team, 2), "team's only send (3) was replaced");
+        assert!(sends.answered(3) && sends.answered(6) && sends.answered(7));
+        assert!(sends.by_request.is_empty() && sends.by_conversation.is_empty());
+    }
 }
