@@ -4,6 +4,8 @@
 # RATE msg/s for SECS seconds spread over the nodes, then `kill -9` of the third node; prints
 # the stream's size before the kill and the survivors' take-over log lines.
 #   benches/scripts/cluster-takeover.sh EVERY RATE SECS [USERS]
+# With KILL_AT=S the kill comes S seconds into a `--failover` run instead, and the load
+# generator's oracle (lost, duplicated, reordered) says what the take-overs rebuilt.
 # Needs release builds of chatd and chat-loadgen in $CARGO_TARGET_DIR (or target/) and a
 # nats-server 2.10+ in $CHATD_NATS_SERVER (./dev exports it) or on PATH. Ports 4322-4324,
 # 6322-6324, 8322-8324 (NATS), 7543-7545 (chatd), 9564-9566 (metrics).
@@ -51,6 +53,25 @@ until [ "$(( $(metric 1 chatd_cluster_slots_owned) + $(metric 2 chatd_cluster_sl
 done
 sleep 1
 servers="127.0.0.1:7543,127.0.0.1:7544,127.0.0.1:7545"
+if [ -n "${KILL_AT:-}" ]; then
+    # Under load instead: accounts first, then a --failover run with the kill KILL_AT s in,
+    # so the load generator's oracle judges what the take-overs rebuilt.
+    "$bin/chat-loadgen" --server "$servers" --ca "$dir/node-1/tls/ca.pem" --users "$users" \
+        --rate 100 --duration 2 --tokens "$dir/tokens" >/dev/null
+    "$bin/chat-loadgen" --server "$servers" --ca "$dir/node-1/tls/ca.pem" --users "$users" \
+        --rate "$rate" --duration "$secs" --warmup 0 --failover --tokens "$dir/tokens" \
+        >"$dir/loadgen.txt" 2>&1 &
+    loadgen=$!
+    sleep "$KILL_AT"
+    kill -9 "${pids[5]}"
+    echo "killed node-3 at $KILL_AT s"
+    wait "$loadgen"
+    grep -v "measure |" "$dir/loadgen.txt" | tail -n 9
+    for i in 1 2; do
+        grep "took slots over" "$dir/node-$i.log" | tail -n 1 | sed -e "s/\x1b\[[0-9;]*m//g" -e "s/^/node-$i: /"
+    done
+    exit 0
+fi
 "$bin/chat-loadgen" --server "$servers" --ca "$dir/node-1/tls/ca.pem" --users "$users" \
     --rate "$rate" --duration "$secs" --tokens "$dir/tokens" | tail -n 7
 stream() {
