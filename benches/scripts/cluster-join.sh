@@ -11,21 +11,7 @@ set -euo pipefail
 rate=${1:?RATE}; secs=${2:?SECS}; join_at=${3:?JOIN_AT}; users=${4:-200}
 bin="${CARGO_TARGET_DIR:-target}/release"
 nats="${CHATD_NATS_SERVER:-nats-server}"
-dir=$(mktemp -d /tmp/chatd-join.XXXXXX)
-pids=()
-cleanup() { kill -9 "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
-trap cleanup EXIT
-echo "data: $dir"
-routes=""; urls=""
-for i in 1 2 3; do routes="${routes:+$routes,}nats://127.0.0.1:$((6321 + i))"; done
-for i in 1 2 3; do
-    mkdir -p "$dir/nats-$i"
-    "$nats" -a 127.0.0.1 -p $((4321 + i)) -n "nats-$i" -js -sd "$dir/nats-$i" \
-        --cluster_name join --cluster "nats://127.0.0.1:$((6321 + i))" --routes "$routes" \
-        -l "$dir/nats-$i.log" &
-    pids+=($!)
-    urls="${urls:+$urls,}nats://127.0.0.1:$((4321 + i))"
-done
+. "$(dirname "$0")/cluster-lib.sh" join
 node() {
     local i=$1 tls=()
     if [ "$i" -gt 1 ]; then
@@ -37,7 +23,6 @@ node() {
         >"$dir/node-$i.log" 2>&1 &
     pids+=($!)
 }
-metric() { curl -s "127.0.0.1:$((9563 + $1))/metrics" | awk -v m="$2" '$1 == m { print $2 }'; }
 node 1
 until [ -f "$dir/node-1/tls/server.key" ]; do sleep 0.2; done
 sleep 0.2

@@ -13,21 +13,7 @@ set -euo pipefail
 every=${1:?EVERY}; rate=${2:?RATE}; secs=${3:?SECS}; users=${4:-2000}
 bin="${CARGO_TARGET_DIR:-target}/release"
 nats="${CHATD_NATS_SERVER:-nats-server}"
-dir=$(mktemp -d /tmp/chatd-takeover.XXXXXX)
-pids=()
-cleanup() { kill -9 "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
-trap cleanup EXIT
-echo "data: $dir"
-routes=""; urls=""
-for i in 1 2 3; do routes="${routes:+$routes,}nats://127.0.0.1:$((6321 + i))"; done
-for i in 1 2 3; do
-    mkdir -p "$dir/nats-$i"
-    "$nats" -a 127.0.0.1 -p $((4321 + i)) -m $((8321 + i)) -n "nats-$i" -js -sd "$dir/nats-$i" \
-        --cluster_name takeover --cluster "nats://127.0.0.1:$((6321 + i))" --routes "$routes" \
-        -l "$dir/nats-$i.log" &
-    pids+=($!)
-    urls="${urls:+$urls,}nats://127.0.0.1:$((4321 + i))"
-done
+. "$(dirname "$0")/cluster-lib.sh" takeover
 printf '[cluster]\nsnapshot_every = %s\n' "$every" >"$dir/chatd.toml"
 for i in 1 2 3; do
     tls=()
@@ -42,7 +28,6 @@ for i in 1 2 3; do
         >"$dir/node-$i.log" 2>&1 &
     pids+=($!)
 done
-metric() { curl -s "127.0.0.1:$((9563 + $1))/metrics" | awk -v m="$2" '$1 == m { print $2 }'; }
 for i in 1 2 3; do
     until curl -sf "127.0.0.1:$((9563 + i))/health" >/dev/null; do sleep 0.5; done
 done
